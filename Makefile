@@ -1,0 +1,82 @@
+# ddlib: two commands do all the set-up -- `make lab` and `make test`.
+# Every target installs what it needs first (into .venv) and keeps tool state in .state/.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PORT   ?= 8888
+NB     ?= notebooks
+STAMP  := $(VENV)/.installed
+
+STATE := $(CURDIR)/.state
+export NUMBA_CACHE_DIR     := $(CURDIR)/.cache/numba
+export MPLCONFIGDIR        := $(STATE)/matplotlib
+export JUPYTER_CONFIG_DIR  := $(STATE)/jupyter/config
+export JUPYTER_RUNTIME_DIR := $(STATE)/jupyter/runtime
+export JUPYTER_DATA_DIR    := $(STATE)/jupyter/data
+export IPYTHONDIR          := $(STATE)/ipython
+export JUPYTER_PLATFORM_DIRS := 1
+export MPLBACKEND          := Agg
+export PYDEVD_DISABLE_FILE_VALIDATION := 1
+export HYPOTHESIS_STORAGE_DIRECTORY := $(STATE)/hypothesis
+
+NBVAL_FLAGS := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
+               --nbval-cell-timeout 300 -p no:cacheprovider
+
+.PHONY: setup lab test test-unit test-cudasim test-notebooks notebooks bench bench-gpu lint clean
+
+setup: $(STAMP)
+
+# Re-installs only when pyproject.toml changes (or the venv is missing).
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@mkdir -p $(STATE) $(NUMBA_CACHE_DIR)
+	@touch $(STAMP)
+
+lab: setup
+	@echo "JupyterLab on the notebooks: http://localhost:$(PORT)/lab  (Ctrl-C to stop)"
+	$(VENV)/bin/jupyter lab --no-browser --port=$(PORT) --notebook-dir=notebooks \
+		--ServerApp.root_dir=notebooks
+
+test: setup
+	@status=0; \
+	$(MAKE) --no-print-directory test-unit || status=1; \
+	$(MAKE) --no-print-directory test-cudasim || status=1; \
+	$(MAKE) --no-print-directory test-notebooks || status=1; \
+	exit $$status
+
+test-unit: setup
+	$(PY) -m pytest tests -q -n 2 -m "not cuda and not gpu" -p no:cacheprovider
+
+# The cuda backend's kernels on numba's CUDA simulator (the variable must be set before
+# numba is imported, hence a separate pytest process).
+test-cudasim: setup
+	NUMBA_ENABLE_CUDASIM=1 $(PY) -m pytest tests -q -n 2 -m "cuda and not gpu" -p no:cacheprovider
+
+test-notebooks: setup
+	PYTHONPATH=tests $(PY) -m pytest $(NBVAL_FLAGS) -p nbval_plugin -q -n 2 --dist loadfile $(NB)
+
+notebooks: setup
+	@for nb in $$(find $(NB) -name '*.ipynb' -not -path '*/.ipynb_checkpoints/*' | sort); do \
+		echo "executing $$nb"; \
+		$(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
+			--ExecutePreprocessor.timeout=600 $$nb || exit 1; \
+		$(PY) tests/strip_notebook.py $$nb; \
+	done
+
+bench: setup
+	$(PY) -m benchmarks
+
+# For a machine with an NVIDIA GPU: the gpu-marked tests, then the GPU benchmark.
+bench-gpu: setup
+	$(PY) -m pytest tests -q -m gpu -p no:cacheprovider
+	$(PY) -m benchmarks.gpu
+
+lint: setup
+	$(VENV)/bin/ruff check ddlib tests benchmarks
+
+clean:
+	rm -rf $(VENV) .cache .state .pytest_cache .hypothesis .ruff_cache *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,132 @@
+"""Core kernels as equations: matmul, bias add, activations (Sec. 3.2.5), softmax (Eq. 3.20-3.22).
+
+Shapes: a batch ``x`` is (n, d), one row per example; a weight matrix ``W`` is
+(d_in, d_out); a bias ``b`` is (d_out,); labels are integer class indices of shape (n,).
+"""
+
+import numpy as np
+
+__all__ = [
+    "ACTIVATIONS",
+    "matmul",
+    "bias_add",
+    "linear",
+    "act_forward",
+    "act_backward",
+    "act_deriv",
+    "softmax",
+    "softmax_xent",
+    "softmax_xent_backward",
+    "col_sum",
+    "fill",
+]
+
+#: Activation names every backend implements; ``alpha`` is leaky ReLU's slope for x < 0.
+ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu", "leaky_relu", "hardtanh")
+
+
+def matmul(a, b, out=None):
+    """``a @ b`` for 2-D arrays (n, k) x (k, m) -> (n, m)."""
+    return np.matmul(a, b, out=out)
+
+
+def bias_add(x, b, out=None):
+    """``x + b`` with ``b`` (m,) added to every row of ``x`` (n, m)."""
+    return np.add(x, b[None, :], out=out)
+
+
+def linear(x, W, b, out=None):
+    """The linear layer ``x W + b``: (n, d_in) x (d_in, d_out) + (d_out,)."""
+    return x @ W + b[None, :] if out is None else np.add(x @ W, b, out=out)
+
+
+def act_forward(kind, x, alpha=0.01, out=None):
+    """y = f(x) elementwise for the activation named ``kind``."""
+    if kind == "identity":
+        y = x.copy()
+    elif kind == "sigmoid":
+        y = 1.0 / (1.0 + np.exp(-x))
+    elif kind == "tanh":
+        y = np.tanh(x)
+    elif kind == "relu":
+        y = np.maximum(x, 0)
+    elif kind == "leaky_relu":
+        y = np.where(x > 0, x, alpha * x)
+    elif kind == "hardtanh":
+        y = np.clip(x, -1, 1)
+    else:
+        raise ValueError(f"kind={kind!r}: expected one of {ACTIVATIONS}")
+    y = y.astype(x.dtype, copy=False)
+    if out is not None:
+        out[...] = y
+        return out
+    return y
+
+
+def act_deriv(kind, x, alpha=0.01):
+    """f'(x) elementwise (Sec. 3.2.5): sigmoid o(1-o), tanh 1-o^2, ReLU/hard-tanh indicators."""
+    one = x.dtype.type(1)
+    if kind == "identity":
+        d = np.ones_like(x)
+    elif kind == "sigmoid":
+        s = 1.0 / (1.0 + np.exp(-x))
+        d = s * (1 - s)
+    elif kind == "tanh":
+        d = 1 - np.tanh(x) ** 2
+    elif kind == "relu":
+        d = (x > 0) * one
+    elif kind == "leaky_relu":
+        d = np.where(x > 0, one, x.dtype.type(alpha))
+    elif kind == "hardtanh":
+        d = ((x > -1) & (x < 1)) * one
+    else:
+        raise ValueError(f"kind={kind!r}: expected one of {ACTIVATIONS}")
+    return d.astype(x.dtype, copy=False)
+
+
+def act_backward(kind, x, y, g, alpha=0.01, out=None):
+    """The backward rule g * f'(x); ``y = f(x)`` is passed so kernels may reuse it."""
+    r = (g * act_deriv(kind, x, alpha)).astype(g.dtype, copy=False)
+    if out is not None:
+        out[...] = r
+        return out
+    return r
+
+
+def softmax(x):
+    """Row-wise softmax (Eq. 3.20), shifted by the row maximum for stability."""
+    z = x - x.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def softmax_xent(logits, labels):
+    """Mean cross-entropy of softmax(logits) against integer labels (Eq. 3.21).
+
+    Returns ``(loss, probs)``: the loss as a Python float and the (n, k) probabilities.
+    """
+    p = softmax(logits)
+    n = logits.shape[0]
+    z = logits - logits.max(axis=1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    loss = -logp[np.arange(n), labels].mean()
+    return float(loss), p
+
+
+def softmax_xent_backward(probs, labels):
+    """Gradient of the mean loss w.r.t. the logits: (p - y) / n (Eq. 3.22)."""
+    n = probs.shape[0]
+    y = np.zeros_like(probs)
+    y[np.arange(n), labels] = 1
+    return (probs - y) / probs.dtype.type(n)
+
+
+def col_sum(x, out=None):
+    """Sum over rows: the bias gradient from an (n, m) upstream gradient."""
+    return np.sum(x, axis=0, out=out)
+
+
+def fill(x, value):
+    """Set every element of ``x`` to ``value`` in place."""
+    x[...] = value
+    return x

@@ -1,0 +1,146 @@
+"""Gradient checking (Sec. 3.2.10): finite differences against backpropagation.
+
+The forward difference (Eq. 3.33) perturbs one weight by eps; the central difference
+(L(w+eps) - L(w-eps)) / 2eps is one order more accurate and the default here.  The
+chapter's relative ratio (Eq. 3.34) compares the estimate G_e with the analytic G_a:
+
+    rho = |G_e - G_a| / |G_e + G_a|
+
+It should be below about 1e-6 for smooth functions; near ReLU's kink 1e-3 is acceptable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .backend import backend_of, get_backend
+from .init import as_rng
+
+SMOOTH_THRESHOLD = 1e-6
+KINK_THRESHOLD = 1e-3
+
+
+def relative_error(g_analytic, g_estimate, floor=1e-12):
+    """Eq. 3.34, elementwise; 0 where both gradients are (numerically) zero."""
+    ga = np.asarray(g_analytic, dtype=np.float64)
+    ge = np.asarray(g_estimate, dtype=np.float64)
+    num = np.abs(ge - ga)
+    den = np.abs(ge + ga)
+    out = np.where(den > floor, num / np.maximum(den, floor), np.where(num > floor, 1.0, 0.0))
+    return out
+
+
+def numerical_gradient(f, x, eps=1e-6, method="central", index=None):
+    """Finite-difference gradient of the scalar ``f()`` w.r.t. the host array ``x``.
+
+    ``x`` is perturbed in place and restored.  ``index`` (a list of flat indices) limits
+    the estimate to those entries; the rest of the result is NaN.
+    """
+    if method not in ("central", "forward"):
+        raise ValueError(f"method must be 'central' or 'forward', got {method!r}")
+    flat = x.reshape(-1)
+    grad = np.full(flat.size, np.nan)
+    idx = range(flat.size) if index is None else index
+    base = f() if method == "forward" else None
+    for i in idx:
+        old = flat[i]
+        flat[i] = old + eps
+        up = f()
+        if method == "central":
+            flat[i] = old - eps
+            down = f()
+            grad[i] = (up - down) / (2 * eps)
+        else:
+            grad[i] = (up - base) / eps
+        flat[i] = old
+    return grad.reshape(x.shape)
+
+
+@dataclass
+class GradcheckReport:
+    """Worst ratio found, where, and how many entries were checked."""
+
+    worst_rho: float
+    where: str
+    n_checked: int
+    threshold: float
+    per_param: dict = field(default_factory=dict)
+
+    @property
+    def passed(self):
+        return self.worst_rho < self.threshold
+
+    def __repr__(self):
+        verdict = "PASS" if self.passed else "FAIL"
+        return (f"GradcheckReport({verdict}: worst rho = {self.worst_rho:.2e} at {self.where}, "
+                f"{self.n_checked} entries checked, threshold {self.threshold:.0e})")
+
+
+def _host(x):
+    return get_backend("cuda").to_numpy(x) if backend_of(x) == "cuda" else x
+
+
+def check_model(model, loss, x, y, eps=1e-6, method="central", n_samples=None, seed=0,
+                threshold=SMOOTH_THRESHOLD, check_input=False):
+    """Compare backprop's gradients of ``loss(model(x), y)`` with finite differences.
+
+    Checks every parameter entry, or ``n_samples`` random entries per parameter.  With
+    ``check_input`` the input batch's gradient is checked as well.  Works on the current
+    backend; perturbations are made on host copies and copied back.
+    """
+    be = get_backend()
+    rng = as_rng(seed)
+    xb = be.asarray(x)
+    named = model.named_parameters()
+
+    model.zero_grad() if hasattr(model, "zero_grad") else None
+    out = model.forward(xb, train=True)
+    loss.forward(out, y)
+    dx = model.backward(loss.backward(), need_dx=True)
+    analytic = {n: np.array(_host(layer.grads[k]), dtype=np.float64) for n, layer, k in named}
+    if check_input:
+        analytic["input"] = np.array(_host(dx), dtype=np.float64)
+
+    hx = np.array(_host(xb))
+
+    def objective():
+        return loss.forward(model.forward(be.asarray(hx) if check_input else xb, train=True), y)
+
+    report = GradcheckReport(0.0, "-", 0, threshold)
+    targets = list(named) + ([("input", None, None)] if check_input else [])
+    for n, layer, k in targets:
+        if layer is None:
+            host, push = hx, None
+        elif backend_of(layer.params[k]) == "cuda":
+            # device parameters: perturb a host copy and copy it back before each evaluation
+            host = _host(layer.params[k])
+
+            def push(layer=layer, k=k, host=host):
+                layer.params[k] = be.asarray(host)
+
+        else:
+            host, push = layer.params[k], None
+
+        def f(push=push):
+            if push is not None:
+                push()
+            return objective()
+
+        size = host.size
+        if n_samples is None or n_samples >= size:
+            index = list(range(size))
+        else:
+            index = [int(i) for i in rng.choice(size, size=n_samples, replace=False)]
+        est = numerical_gradient(f, host, eps=eps, method=method, index=index)
+        if push is not None:
+            push()
+        rho = relative_error(analytic[n].reshape(-1)[index], est.reshape(-1)[index])
+        worst = float(rho.max()) if rho.size else 0.0
+        report.per_param[n] = worst
+        report.n_checked += len(index)
+        if worst >= report.worst_rho:
+            report.worst_rho = worst
+            report.where = f"{n}[{index[int(rho.argmax())]}]" if rho.size else n
+    return report

@@ -1,0 +1,73 @@
+"""The layer protocol: ``forward``/``backward`` over named parameters and gradients.
+
+A layer holds ``params`` and ``grads`` (dicts of arrays with equal shapes) and caches
+what its backward pass needs during ``forward``.  ``backward(g)`` receives the gradient
+of the loss with respect to the layer's output, fills ``grads`` and returns the gradient
+with respect to its input (Eq. 3.24's g_i = J^T g_{i+1} for a layer with Jacobian J).
+"""
+
+import numpy as np
+
+from ..backend import get_backend
+
+
+class Layer:
+    """Base class: subclasses set ``params``/``grads`` and implement forward/backward."""
+
+    def __init__(self, name=None):
+        self.name = name or type(self).__name__
+        self.params: dict = {}
+        self.grads: dict = {}
+        self.training = True
+
+    def forward(self, x, train=True):
+        raise NotImplementedError
+
+    def backward(self, g, need_dx=True):
+        raise NotImplementedError
+
+    def __call__(self, x, train=True):
+        return self.forward(x, train=train)
+
+    def named_parameters(self, prefix=""):
+        """(qualified name, layer, key) for every parameter, e.g. ('0.W', layer, 'W')."""
+        return [(f"{prefix}{k}", self, k) for k in self.params]
+
+    def to(self, backend):
+        """Move parameters and gradients to ``backend``'s arrays ('numpy', 'cpu', 'cuda')."""
+        be = get_backend(backend)
+        for d in (self.params, self.grads):
+            for k, v in d.items():
+                host = get_backend("cuda").to_numpy(v) if _on_device(v) else np.asarray(v)
+                d[k] = be.asarray(host)
+        return self
+
+    def zero_grad(self):
+        be = get_backend()
+        for v in self.grads.values():
+            be.fill(v, 0.0)
+
+    def __repr__(self):
+        shapes = ", ".join(f"{k}{tuple(v.shape)}" for k, v in self.params.items())
+        return f"{self.name}({shapes})"
+
+
+def _on_device(x):
+    return hasattr(x, "copy_to_host") and not isinstance(x, np.ndarray)
+
+
+def check_input(layer, x, width=None):
+    """Raise a clear error for a batch that is not 2-D or has the wrong width."""
+    if not hasattr(x, "shape") or len(x.shape) != 2:
+        shape = getattr(x, "shape", None)
+        raise ValueError(
+            f"{layer.name}: expected a 2-D batch of shape (n, {width if width else 'd'}), "
+            f"got {'shape ' + str(shape) if shape is not None else type(x).__name__}"
+        )
+    if width is not None and x.shape[1] != width:
+        raise ValueError(
+            f"{layer.name}: input has {x.shape[1]} features per row (shape {tuple(x.shape)}) "
+            f"but the layer expects {width}"
+        )
+    if isinstance(x, np.ndarray) and x.dtype.kind == "f" and not np.isfinite(x).all():
+        raise ValueError(f"{layer.name}: input batch contains NaN or inf")

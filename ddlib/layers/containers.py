@@ -1,0 +1,131 @@
+"""Sequential: layers applied in order, gradients passed back in reverse."""
+
+import numpy as np
+
+from ..init import as_rng
+from .activations import ACTIVATION_LAYERS
+from .base import Layer
+from .linear import Linear
+
+
+class Sequential(Layer):
+    """Chain of layers; parameter names are '<index>.<name>' as in PyTorch ('0.W', '2.b').
+
+    >>> import numpy as np
+    >>> net = mlp([4, 8, 3], activation="relu", rng=0)
+    >>> net(np.zeros((2, 4))).shape
+    (2, 3)
+    """
+
+    def __init__(self, *layers, name=None):
+        super().__init__(name)
+        if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
+            layers = tuple(layers[0])
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Layer):
+                raise TypeError(f"Sequential: item {i} is a {type(layer).__name__}, not a Layer")
+        self.layers = list(layers)
+
+    def forward(self, x, train=True):
+        for layer in self.layers:
+            x = layer.forward(x, train=train)
+        return x
+
+    def backward(self, g, need_dx=True):
+        last = len(self.layers) - 1
+        for i in range(last, -1, -1):
+            g = self.layers[i].backward(g, need_dx=need_dx or i > 0)
+        return g
+
+    def named_parameters(self, prefix=""):
+        out = []
+        for i, layer in enumerate(self.layers):
+            out.extend(layer.named_parameters(f"{prefix}{i}."))
+        return out
+
+    @property
+    def params(self):
+        return {n: layer.params[k] for n, layer, k in self.named_parameters()}
+
+    @params.setter
+    def params(self, value):  # Layer.__init__ assigns an empty dict
+        if value:
+            raise AttributeError("Sequential.params is derived from its layers")
+
+    @property
+    def grads(self):
+        return {n: layer.grads[k] for n, layer, k in self.named_parameters()}
+
+    @grads.setter
+    def grads(self, value):
+        if value:
+            raise AttributeError("Sequential.grads is derived from its layers")
+
+    def to(self, backend):
+        for layer in self.layers:
+            layer.to(backend)
+        return self
+
+    def zero_grad(self):
+        for layer in self.layers:
+            layer.zero_grad()
+
+    def state_dict(self):
+        """Host copies of every parameter, keyed by qualified name."""
+        from ..backend import get_backend
+
+        out = {}
+        for n, layer, k in self.named_parameters():
+            v = layer.params[k]
+            out[n] = np.array(v) if isinstance(v, np.ndarray) else get_backend("cuda").to_numpy(v)
+        return out
+
+    def load_state_dict(self, state):
+        """Copy parameters from ``state`` (names and shapes must match)."""
+        from ..backend import backend_of, get_backend
+
+        names = {n for n, _, _ in self.named_parameters()}
+        missing, extra = names - set(state), set(state) - names
+        if missing or extra:
+            raise KeyError(f"load_state_dict: missing {sorted(missing)}, unexpected {sorted(extra)}")
+        for n, layer, k in self.named_parameters():
+            cur = layer.params[k]
+            v = np.asarray(state[n])
+            if v.shape != tuple(cur.shape):
+                raise ValueError(f"load_state_dict: {n} has shape {v.shape}, expected {tuple(cur.shape)}")
+            if backend_of(cur) == "cuda":
+                layer.params[k] = get_backend("cuda").asarray(v.astype(cur.dtype))
+            else:
+                cur[...] = v
+        return self
+
+    def __len__(self):
+        return len(self.layers)
+
+    def __getitem__(self, i):
+        return self.layers[i]
+
+    def __repr__(self):
+        inner = ",\n  ".join(repr(layer) for layer in self.layers)
+        return f"Sequential(\n  {inner}\n)"
+
+
+def mlp(sizes, activation="relu", init=None, rng=None, dtype=np.float64, alpha=0.01):
+    """A fully connected net: Linear layers of ``sizes`` with ``activation`` between them.
+
+    ``init`` defaults to He/Kaiming for ReLU-like activations and Xavier otherwise.
+    """
+    if len(sizes) < 2:
+        raise ValueError(f"sizes must list at least an input and an output width, got {sizes}")
+    if activation not in ACTIVATION_LAYERS:
+        raise ValueError(f"activation={activation!r}: expected one of {sorted(ACTIVATION_LAYERS)}")
+    if init is None:
+        init = "kaiming_normal" if activation in ("relu", "leaky_relu") else "xavier_normal"
+    rng = as_rng(rng)
+    layers = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(Linear(a, b, init=init, rng=rng, dtype=dtype))
+        if i < len(sizes) - 2:
+            cls = ACTIVATION_LAYERS[activation]
+            layers.append(cls(alpha=alpha) if activation == "leaky_relu" else cls())
+    return Sequential(layers)

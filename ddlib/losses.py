@@ -1,0 +1,78 @@
+"""Losses at the output: softmax with cross-entropy fused (Eqs. 3.20-3.22) and squared error.
+
+A loss object has ``forward(scores, targets) -> float`` (the mean over the batch) and
+``backward() -> dscores``, the gradient of that mean with respect to the scores.
+"""
+
+import numpy as np
+
+from .backend import backend_of, get_backend
+from .errors import check_labels
+
+
+class Loss:
+    name = "loss"
+
+    def __call__(self, scores, targets):
+        return self.forward(scores, targets)
+
+
+class SoftmaxCrossEntropy(Loss):
+    """Mean of -log softmax(scores)[label] over the batch; gradient (p - y)/n (Eq. 3.22).
+
+    >>> import numpy as np
+    >>> loss = SoftmaxCrossEntropy()
+    >>> round(loss(np.zeros((2, 4)), np.array([0, 3])), 4)   # log 4
+    1.3863
+    """
+
+    name = "softmax_cross_entropy"
+
+    def __init__(self):
+        self._cache = None
+
+    def forward(self, scores, labels):
+        be = get_backend()
+        if len(scores.shape) != 2:
+            raise ValueError(f"{self.name}: scores must be (n, classes), got shape {scores.shape}")
+        n, k = scores.shape
+        if backend_of(labels) != "cuda":
+            labels = check_labels("labels", labels, n, k)
+        labels_be = be.asarray(labels) if be.name == "cuda" else labels
+        loss, probs = be.softmax_xent(scores, labels_be)
+        self._cache = (probs, labels_be)
+        return loss
+
+    def backward(self):
+        if self._cache is None:
+            raise RuntimeError(f"{self.name}: backward called before forward")
+        probs, labels = self._cache
+        return get_backend().softmax_xent_backward(probs, labels)
+
+    @property
+    def probs(self):
+        """Softmax probabilities from the last forward call."""
+        return None if self._cache is None else self._cache[0]
+
+
+class MSE(Loss):
+    """Mean over the batch of 0.5 * ||scores - targets||^2 per example; gradient (s - t)/n."""
+
+    name = "mse"
+
+    def __init__(self):
+        self._cache = None
+
+    def forward(self, scores, targets):
+        s = np.asarray(scores)
+        t = np.asarray(targets, dtype=s.dtype)
+        if t.shape != s.shape:
+            raise ValueError(f"{self.name}: targets have shape {t.shape}, scores {s.shape}")
+        diff = s - t
+        self._cache = diff
+        return float(0.5 * np.sum(diff * diff) / s.shape[0])
+
+    def backward(self):
+        if self._cache is None:
+            raise RuntimeError(f"{self.name}: backward called before forward")
+        return self._cache / self._cache.shape[0]
