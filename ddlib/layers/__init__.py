@@ -15,6 +15,20 @@ from .activations import (
 from .base import Layer
 from .containers import Sequential, mlp
 from .linear import Linear, linear_backward, linear_forward
+from .special import (
+    CrossEntropy,
+    FunctionLayer,
+    Max,
+    Softmax,
+    function_backward,
+    function_forward,
+    max_backward,
+    max_forward,
+    softmax_backward,
+    softmax_forward,
+    softmax_jacobian,
+)
+from .tied import TiedAutoencoder
 
 __all__ = [
     "ACTIVATION_LAYERS",
@@ -33,4 +47,16 @@ __all__ = [
     "linear_backward",
     "linear_forward",
     "mlp",
+    "CrossEntropy",
+    "FunctionLayer",
+    "Max",
+    "Softmax",
+    "function_backward",
+    "function_forward",
+    "max_backward",
+    "max_forward",
+    "softmax_backward",
+    "softmax_forward",
+    "softmax_jacobian",
+    "TiedAutoencoder",
 ]
