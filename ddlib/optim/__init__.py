@@ -1,6 +1,61 @@
-"""Composable update rules (Sec. 3.5): rules, chains, and an Optimizer over a model."""
+"""Gradient-descent strategies of Sec. 3.5 as composable update rules (optax style).
 
+Rules (each one equation, explicit state, a fused kernel behind it):
+``sgd``, ``momentum`` (3.5.2), ``nesterov`` (3.5.2.1, gradient at W + beta V via
+``rule.lookahead``), ``delta_bar_delta`` (3.5.3), ``adagrad`` (Eq. 3.40), ``rmsprop``
+(Eq. 3.41), ``rmsprop_nesterov`` (Eq. 3.42), ``adadelta`` (Eq. 3.43), ``adam``
+(Eqs. 3.44-3.46).
+
+Schedules (3.5.1): ``exponential_decay``, ``inverse_decay``, ``step_decay``,
+``ReduceOnPlateau``.  Clipping (3.5.5): ``clip_by_value``, ``clip_by_norm``.
+Averaging (3.5.7): ``PolyakAverage``, ``average_path``.  Running: ``Optimizer`` over a
+model, ``trajectory`` over a function given by its gradient, ``chain`` to combine.
+
+Example::
+
+    from ddlib import optim
+    opt = optim.Optimizer(net, optim.chain(optim.clip_by_norm(5.0), optim.adam(1e-3)))
+"""
+
+from .averaging import PolyakAverage, average_path
 from .base import NonFiniteGradient, Optimizer, Transform, chain, lr_at
-from .rules import momentum, sgd
+from .clipping import ClipState, clip_by_global_norm, clip_by_norm, clip_by_value
+from .rules import (
+    RULES,
+    AdaDeltaState,
+    AdaGradState,
+    AdamState,
+    DeltaBarDeltaState,
+    MomentumState,
+    RMSPropNesterovState,
+    RMSPropState,
+    SGDState,
+    adadelta,
+    adagrad,
+    adam,
+    adam_rate,
+    delta_bar_delta,
+    momentum,
+    nesterov,
+    rmsprop,
+    rmsprop_nesterov,
+    sgd,
+)
+from .run import Trajectory, trajectory
+from .schedules import (
+    ReduceLROnPlateau,
+    ReduceOnPlateau,
+    exponential_decay,
+    inverse_decay,
+    step_decay,
+)
 
-__all__ = ["NonFiniteGradient", "Optimizer", "Transform", "chain", "lr_at", "momentum", "sgd"]
+__all__ = [
+    "RULES", "AdaDeltaState", "AdaGradState", "AdamState", "ClipState", "DeltaBarDeltaState",
+    "MomentumState", "NonFiniteGradient", "Optimizer", "PolyakAverage", "RMSPropNesterovState",
+    "RMSPropState", "ReduceLROnPlateau", "ReduceOnPlateau", "SGDState", "Trajectory",
+    "Transform", "adadelta", "adagrad", "adam", "adam_rate", "average_path", "chain",
+    "clip_by_global_norm", "clip_by_norm", "clip_by_value", "delta_bar_delta",
+    "exponential_decay", "inverse_decay", "lr_at", "momentum", "nesterov", "rmsprop",
+    "rmsprop_nesterov", "sgd", "step_decay", "trajectory",
+]

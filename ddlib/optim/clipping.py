@@ -1,0 +1,117 @@
+"""Gradient clipping (Sec. 3.5.5) as gradient transforms, chained before a rule.
+
+``chain(clip_by_value(1.0), sgd(0.1))`` clips each entry to [-1, 1] and then steps;
+``chain(clip_by_norm(5.0), adam())`` rescales the whole gradient when its L2 norm exceeds 5
+(``per_parameter=True`` rescales each parameter's gradient on its own).  Clipping keeps the
+direction (by norm) or the sign pattern (by value) and only bounds the size, which is what
+rescues a fixed-rate method at a cliff (Sec. 3.5.4).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import NamedTuple
+
+import numpy as np
+
+from ..errors import check_positive
+from .base import Transform
+
+
+class ClipState(NamedTuple):
+    count: int
+    last: object  # what the last call saw: entries clipped, or the norm(s) before clipping
+
+
+def clip_by_value(max_value, min_value=None):
+    """Clip every gradient entry to [min_value, max_value] (min_value defaults to -max_value).
+
+    Example: ``chain(clip_by_value(0.5), momentum(0.1))``.  State ``last``: entries clipped.
+    """
+    hi = check_positive("max_value", max_value)
+    if min_value is None:
+        lo = -hi
+    else:
+        if isinstance(min_value, bool) or not isinstance(min_value, numbers.Real):
+            raise TypeError(f"min_value must be a real number, got {min_value!r}")
+        if not math.isfinite(min_value) or min_value >= hi:
+            raise ValueError(f"min_value must be finite and below max_value={hi}, got "
+                             f"{min_value!r}")
+        lo = float(min_value)
+
+    def init(params):
+        return ClipState(0, 0)
+
+    def update(grads, state, params=None):
+        n = sum(int(np.count_nonzero((g > hi) | (g < lo))) for g in grads.values())
+        return {k: np.clip(g, lo, hi) for k, g in grads.items()}, ClipState(state.count + 1, n)
+
+    def fused(be, params, grads, state, point=None):
+        n, bad = 0, []
+        for k, g in grads.items():
+            clipped, b = be.clip_value(g, lo, hi)
+            n += clipped
+            if b:
+                bad.append(k)
+        return ClipState(state.count + 1, n), bad
+
+    return Transform(init, update, _ready("clip_value", fused), "clip_by_value", kind="grad")
+
+
+def clip_by_norm(max_norm, per_parameter=False):
+    """Rescale the gradient to L2 norm ``max_norm`` when it is longer (Sec. 3.5.5).
+
+    Global (default): one norm over all parameters, ||g|| = sqrt(sum_k ||g_k||^2), one scale
+    for all, so the direction of the full gradient is kept (PyTorch's clip_grad_norm_).
+    ``per_parameter=True``: each parameter's gradient is clipped by its own norm.
+    State ``last``: the norm before clipping (a dict of norms when per parameter).
+    """
+    max_norm = check_positive("max_norm", max_norm)
+    per_parameter = bool(per_parameter)
+
+    def init(params):
+        return ClipState(0, {k: 0.0 for k in params} if per_parameter else 0.0)
+
+    def scale(norm):
+        return max_norm / norm if norm > max_norm else 1.0
+
+    def update(grads, state, params=None):
+        norms = {k: float(np.sqrt(np.sum(g * g))) for k, g in grads.items()}
+        if per_parameter:
+            out = {k: g * scale(norms[k]) for k, g in grads.items()}
+            return out, ClipState(state.count + 1, norms)
+        total = math.sqrt(sum(n * n for n in norms.values()))
+        s = scale(total)
+        return {k: g * s for k, g in grads.items()}, ClipState(state.count + 1, total)
+
+    def fused(be, params, grads, state, point=None):
+        sq = {k: be.sum_squares(g) for k, g in grads.items()}
+        bad = [k for k, v in sq.items() if not math.isfinite(v)]
+        if bad:
+            return ClipState(state.count + 1, state.last), bad
+        norms = {k: math.sqrt(v) for k, v in sq.items()}
+        if per_parameter:
+            for k, g in grads.items():
+                if norms[k] > max_norm:
+                    be.scale_inplace(g, scale(norms[k]))
+            return ClipState(state.count + 1, norms), []
+        total = math.sqrt(sum(sq.values()))
+        if total > max_norm:
+            for g in grads.values():
+                be.scale_inplace(g, scale(total))
+        return ClipState(state.count + 1, total), []
+
+    return Transform(init, update, _ready("sum_squares", fused),
+                     "clip_by_norm" + ("/param" if per_parameter else ""), kind="grad")
+
+
+def clip_by_global_norm(max_norm):
+    """``clip_by_norm(max_norm)``: one norm over all parameters (optax's name)."""
+    return clip_by_norm(max_norm, per_parameter=False)
+
+
+def _ready(kernel, fused):
+    from ..backend.numpy_ref import optim as ref
+
+    return fused if kernel in ref.__all__ else None
