@@ -31,6 +31,7 @@ __all__ = [
 _SUBMODULES = {
     "backprop",
     "data",
+    "diagnostics",
     "errors",
     "gradcheck",
     "graph",
@@ -39,6 +40,7 @@ _SUBMODULES = {
     "losses",
     "optim",
     "preprocess",
+    "regularizers",
     "surfaces",
     "train",
     "tuning",

@@ -19,6 +19,9 @@ class Layer:
         self.params: dict = {}
         self.grads: dict = {}
         self.training = True
+        # Sequential turns this off for all but its first layer: one finiteness pass per
+        # batch at the model's input is enough, and it is not free.
+        self.check_finite = True
 
     def forward(self, x, train=True):
         raise NotImplementedError
@@ -69,5 +72,6 @@ def check_input(layer, x, width=None):
             f"{layer.name}: input has {x.shape[1]} features per row (shape {tuple(x.shape)}) "
             f"but the layer expects {width}"
         )
-    if isinstance(x, np.ndarray) and x.dtype.kind == "f" and not np.isfinite(x).all():
+    if (getattr(layer, "check_finite", True) and isinstance(x, np.ndarray)
+            and x.dtype.kind == "f" and not np.isfinite(x).all()):
         raise ValueError(f"{layer.name}: input batch contains NaN or inf")

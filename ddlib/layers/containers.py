@@ -25,6 +25,8 @@ class Sequential(Layer):
             if not isinstance(layer, Layer):
                 raise TypeError(f"Sequential: item {i} is a {type(layer).__name__}, not a Layer")
         self.layers = list(layers)
+        for i, layer in enumerate(self.layers):
+            layer.check_finite = i == 0
 
     def forward(self, x, train=True):
         for layer in self.layers:

@@ -22,8 +22,17 @@ __all__ = [
     "fill",
 ]
 
-jit = nb.njit(cache=True, fastmath=False)
-pjit = nb.njit(cache=True, parallel=True, fastmath=False)
+jit = nb.njit(cache=True)
+pjit = nb.njit(cache=True, parallel=True)
+
+#: Below this many elements a kernel runs on the calling thread: waking the worker
+#: threads costs more than the work (a 128 x 512 activation is done in microseconds).
+PARALLEL_MIN = 1 << 18
+
+
+def _chunks(n):
+    """Chunk count for a parallel elementwise loop (a few per thread for balance)."""
+    return max(1, min(n // 4096, 4 * nb.get_num_threads()))
 
 
 def matmul(a, b, out=None):
@@ -31,10 +40,10 @@ def matmul(a, b, out=None):
     return np.matmul(a, b, out=out)
 
 
-@pjit
+@jit
 def _bias_add(x, b, out):
     n, m = x.shape
-    for i in nb.prange(n):
+    for i in range(n):
         for j in range(m):
             out[i, j] = x[i, j] + b[j]
 
@@ -57,80 +66,82 @@ def linear(x, W, b, out=None):
 # --- activations: one forward and one backward kernel per kind -------------------------
 
 
+# One loop per activation with the branch outside it, so each loop vectorizes; values
+# are built from the input's own type (v * 0, v - v + 1) so float32 stays float32.
+# Loops run over range(size) of a slice: a loop index numba knows is non-negative needs
+# no wraparound check, and only then does LLVM vectorize it.
+
+
 @jit
-def _sig(v):
-    return 1.0 / (1.0 + math.exp(-v))
+def _fwd(code, xf, alpha, yf):
+    if code == 0:
+        for i in range(xf.size):
+            yf[i] = xf[i]
+    elif code == 1:
+        for i in range(xf.size):
+            v = xf[i]
+            yf[i] = (v - v + 1) / ((v - v + 1) + math.exp(-v))
+    elif code == 2:
+        for i in range(xf.size):
+            yf[i] = math.tanh(xf[i])
+    elif code == 3:
+        for i in range(xf.size):
+            v = xf[i]
+            yf[i] = v if v > 0 else v * 0
+    elif code == 4:
+        for i in range(xf.size):
+            v = xf[i]
+            yf[i] = v if v > 0 else alpha * v
+    else:
+        for i in range(xf.size):
+            v = xf[i]
+            one = v - v + 1
+            yf[i] = min(max(v, -one), one)
 
 
-@pjit
-def _fwd(code, x, alpha, y):
-    xf = x.reshape(-1)
-    yf = y.reshape(-1)
-    for i in nb.prange(xf.size):
-        v = xf[i]
-        if code == 0:
-            r = v
-        elif code == 1:
-            r = _sig(v)
-        elif code == 2:
-            r = math.tanh(v)
-        elif code == 3:
-            r = v if v > 0 else 0.0
-        elif code == 4:
-            r = v if v > 0 else alpha * v
-        else:
-            r = min(max(v, -1.0), 1.0)
-        yf[i] = r
-
-
-@pjit
-def _deriv(code, x, y, alpha, d):
-    """d = f'(x), using y = f(x) for sigmoid and tanh."""
-    xf = x.reshape(-1)
-    yf = y.reshape(-1)
-    df = d.reshape(-1)
-    for i in nb.prange(xf.size):
-        v = xf[i]
-        if code == 0:
-            r = 1.0
-        elif code == 1:
+@jit
+def _bwd(code, xf, yf, gf, alpha, of):
+    """of = gf * f'(x); f' read from y = f(x) for sigmoid and tanh."""
+    if code == 0:
+        for i in range(xf.size):
+            of[i] = gf[i]
+    elif code == 1:
+        for i in range(xf.size):
             s = yf[i]
-            r = s * (1.0 - s)
-        elif code == 2:
+            of[i] = gf[i] * (s - s * s)
+    elif code == 2:
+        for i in range(xf.size):
             t = yf[i]
-            r = 1.0 - t * t
-        elif code == 3:
-            r = 1.0 if v > 0 else 0.0
-        elif code == 4:
-            r = 1.0 if v > 0 else alpha
-        else:
-            r = 1.0 if (v > -1.0 and v < 1.0) else 0.0
-        df[i] = r
+            of[i] = gf[i] * (1 - t * t)
+    elif code == 3:
+        for i in range(xf.size):
+            g = gf[i]
+            of[i] = g if xf[i] > 0 else g * 0
+    elif code == 4:
+        for i in range(xf.size):
+            g = gf[i]
+            of[i] = g if xf[i] > 0 else g * alpha
+    else:
+        for i in range(xf.size):
+            g = gf[i]
+            v = xf[i]
+            of[i] = g if (v > -1 and v < 1) else g * 0
 
 
 @pjit
-def _bwd(code, x, y, g, alpha, out):
-    xf = x.reshape(-1)
-    yf = y.reshape(-1)
-    gf = g.reshape(-1)
-    of = out.reshape(-1)
-    for i in nb.prange(xf.size):
-        v = xf[i]
-        if code == 0:
-            r = 1.0
-        elif code == 1:
-            s = yf[i]
-            r = s * (1.0 - s)
-        elif code == 2:
-            t = yf[i]
-            r = 1.0 - t * t
-        elif code == 3:
-            r = 1.0 if v > 0 else 0.0
-        elif code == 4:
-            r = 1.0 if v > 0 else alpha
-        else:
-            r = 1.0 if (v > -1.0 and v < 1.0) else 0.0
-        of[i] = gf[i] * r
+def _fwd_par(code, xf, alpha, yf, nchunks):
+    n = xf.size
+    for c in nb.prange(nchunks):
+        lo, hi = c * n // nchunks, (c + 1) * n // nchunks
+        _fwd(code, xf[lo:hi], alpha, yf[lo:hi])
+
+
+@pjit
+def _bwd_par(code, xf, yf, gf, alpha, of, nchunks):
+    n = xf.size
+    for c in nb.prange(nchunks):
+        lo, hi = c * n // nchunks, (c + 1) * n // nchunks
+        _bwd(code, xf[lo:hi], yf[lo:hi], gf[lo:hi], alpha, of[lo:hi])
 
 
 _CODES = {k: i for i, k in enumerate(ACTIVATIONS)}
@@ -151,35 +162,41 @@ def act_forward(kind, x, alpha=0.01, out=None):
     x = _c(x)
     if out is None:
         out = np.empty_like(x)
-    _fwd(_code(kind), x, x.dtype.type(alpha), out)
+    code, a, xf, of = _code(kind), x.dtype.type(alpha), x.reshape(-1), out.reshape(-1)
+    if x.size >= PARALLEL_MIN:
+        _fwd_par(code, xf, a, of, _chunks(x.size))
+    else:
+        _fwd(code, xf, a, of)
     return out
 
 
 def act_deriv(kind, x, alpha=0.01):
     x = _c(x)
-    code = _code(kind)
-    y = act_forward(kind, x, alpha) if code in (1, 2) else x
-    d = np.empty_like(x)
-    _deriv(code, x, y, x.dtype.type(alpha), d)
-    return d
+    y = act_forward(kind, x, alpha)
+    return act_backward(kind, x, y, np.ones_like(x), alpha)
 
 
 def act_backward(kind, x, y, g, alpha=0.01, out=None):
     x, y, g = _c(x), _c(y), _c(g)
     if out is None:
         out = np.empty_like(g)
-    _bwd(_code(kind), x, y, g, g.dtype.type(alpha), out)
+    code, a = _code(kind), g.dtype.type(alpha)
+    args = (x.reshape(-1), y.reshape(-1), g.reshape(-1), a, out.reshape(-1))
+    if x.size >= PARALLEL_MIN:
+        _bwd_par(code, *args, _chunks(x.size))
+    else:
+        _bwd(code, *args)
     return out
 
 
 # --- softmax and cross-entropy ----------------------------------------------------------
 
 
-@pjit
+@jit
 def _softmax_rows(x, p, labels, want_loss):
     n, k = x.shape
     losses = np.zeros(n, dtype=np.float64)
-    for i in nb.prange(n):
+    for i in range(n):
         m = x[i, 0]
         for j in range(1, k):
             if x[i, j] > m:
@@ -214,11 +231,11 @@ def softmax_xent(logits, labels):
     return float(loss), p
 
 
-@pjit
+@jit
 def _xent_grad(p, labels, out):
     n, k = p.shape
     inv = 1.0 / n
-    for i in nb.prange(n):
+    for i in range(n):
         for j in range(k):
             out[i, j] = p[i, j] * inv
         out[i, labels[i]] -= inv
@@ -230,19 +247,16 @@ def softmax_xent_backward(probs, labels):
     return out
 
 
-@pjit
+@jit
 def _col_sum(x, out):
+    # row-major sweep: contiguous reads, the (m,) accumulator stays in cache
     n, m = x.shape
-    block = 64
-    nblocks = (m + block - 1) // block
-    for bj in nb.prange(nblocks):
-        j0 = bj * block
-        j1 = min(m, j0 + block)
-        for j in range(j0, j1):
-            out[j] = 0.0
-        for i in range(n):
-            for j in range(j0, j1):
-                out[j] += x[i, j]
+    acc = np.zeros(m, dtype=np.float64)
+    for i in range(n):
+        for j in range(m):
+            acc[j] += x[i, j]
+    for j in range(m):
+        out[j] = acc[j]
 
 
 def col_sum(x, out=None):

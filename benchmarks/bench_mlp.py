@@ -1,0 +1,48 @@
+"""One MLP training step (forward, backward, momentum SGD) on each CPU backend vs plain NumPy.
+
+Workloads from the foundation issue: 784-512-512-10 at batch 128 and 64-256-256-10 at
+batch 64, ReLU, softmax cross-entropy, float32.  Target: cpu backend <= 0.8 x NumPy.
+"""
+
+import numpy as np
+
+import ddlib
+from ddlib import layers, losses, optim, train
+
+from .reference_numpy import NumpyMLP
+from .timing import bench
+
+WORKLOADS = [((784, 512, 512, 10), 128), ((64, 256, 256, 10), 64)]
+
+
+def _ddlib_step(backend, sizes, batch, x, y):
+    with ddlib.use_backend(backend):
+        net = layers.mlp(list(sizes), activation="relu", rng=0, dtype=np.float32)
+        opt = optim.Optimizer(net, optim.momentum(0.01, 0.9))
+        loss = losses.SoftmaxCrossEntropy()
+
+        def step():
+            with ddlib.use_backend(backend):
+                train.train_step(net, loss, opt, x, y)
+
+        return step
+
+
+def run():
+    rows = []
+    rng = np.random.default_rng(0)
+    for sizes, batch in WORKLOADS:
+        x = rng.normal(size=(batch, sizes[0])).astype(np.float32)
+        y = rng.integers(0, sizes[-1], size=batch)
+        name = f"mlp step {'-'.join(map(str, sizes))} b{batch}"
+        ref = NumpyMLP(sizes)
+        t_ref = bench(lambda ref=ref, x=x, y=y: ref.step(x, y), repeat=9)
+        rows.append(dict(workload=name, variant="plain NumPy (reference)", seconds=t_ref))
+        for backend in ("numpy", "cpu"):
+            t = bench(_ddlib_step(backend, sizes, batch, x, y), repeat=9)
+            row = dict(workload=name, variant=f"ddlib backend={backend}", seconds=t,
+                       ratio=t / t_ref, reference="plain NumPy")
+            if backend == "cpu":
+                row.update(target="<= 0.8", ok=t / t_ref <= 0.8)
+            rows.append(row)
+    return rows

@@ -1,0 +1,77 @@
+"""The project's set-up files agree with each other and with the layout the README promises."""
+
+import pathlib
+import re
+import tomllib
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def _name(req):
+    return re.split(r"[<>=!~;\[ ]", req.strip(), maxsplit=1)[0].lower().replace("_", "-")
+
+
+def _pyproject():
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def _environment_packages():
+    names = set()
+    in_deps = False
+    for line in (ROOT / "environment.yml").read_text().splitlines():
+        if line and not line[0].isspace():
+            in_deps = line.startswith("dependencies:")
+            continue
+        item = line.split("#", 1)[0].strip()
+        if not in_deps or not item.startswith("- "):
+            continue
+        item = item[2:].strip()
+        if not item or item.endswith(":") or item.startswith("-e") or item.startswith("-"):
+            continue
+        names.add(_name(item))
+    return names - {"python", "pip"}
+
+
+def test_environment_yml_lists_the_same_packages_as_pyproject():
+    proj = _pyproject()["project"]
+    wanted = {_name(r) for r in proj["dependencies"]}
+    wanted |= {_name(r) for r in proj["optional-dependencies"]["dev"]}
+    have = _environment_packages()
+    assert have == wanted, (
+        f"only in pyproject.toml: {sorted(wanted - have)}; only in environment.yml: {sorted(have - wanted)}"
+    )
+
+
+def test_numba_cuda_is_not_required_on_macos():
+    deps = _pyproject()["project"]["dependencies"]
+    (cuda,) = [d for d in deps if _name(d) == "numba-cuda"]
+    assert "sys_platform" in cuda and "darwin" not in cuda
+
+
+def test_top_level_layout():
+    for path in ["notebooks", "ddlib", "tests", "benchmarks", "environment.yml", "README.md",
+                 "Makefile", "pyproject.toml", ".ci/run"]:
+        assert (ROOT / path).exists(), path
+
+
+def test_ci_script_runs_make_test_strictly():
+    text = (ROOT / ".ci" / "run").read_text()
+    assert "set -euo pipefail" in text and "make test" in text
+
+
+def test_makefile_keeps_tool_state_inside_the_repo():
+    text = (ROOT / "Makefile").read_text()
+    for var in ["NUMBA_CACHE_DIR", "MPLCONFIGDIR", "JUPYTER_CONFIG_DIR", "JUPYTER_RUNTIME_DIR"]:
+        assert re.search(rf"export {var}\s*:=\s*\$\(CURDIR\)|export {var}\s*:=\s*\$\(STATE\)", text), var
+    gitignore = (ROOT / ".gitignore").read_text()
+    assert ".state/" in gitignore and ".cache/" in gitignore
+
+
+def test_notebook_names_sort_in_chapter_order():
+    names = sorted(p.name for p in (ROOT / "notebooks").glob("*.ipynb"))
+    assert names, "no notebooks"
+
+    def key(name):
+        return tuple(int(part) for part in name.split("-", 1)[0].split("."))
+
+    assert names == sorted(names, key=key)
