@@ -35,10 +35,13 @@ $(STAMP): pyproject.toml
 	@mkdir -p $(STATE) $(NUMBA_CACHE_DIR)
 	@touch $(STAMP)
 
+# Jupyter refuses to start as root unless told; containers and CI machines often are root.
+ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
+
 lab: setup
-	@echo "JupyterLab on the notebooks: http://localhost:$(PORT)/lab  (Ctrl-C to stop)"
-	$(VENV)/bin/jupyter lab --no-browser --port=$(PORT) --notebook-dir=notebooks \
-		--ServerApp.root_dir=notebooks
+	@echo "Starting JupyterLab on notebooks/ at http://localhost:$(PORT)/lab"
+	@echo "(open the link with ?token=... that Jupyter prints below; Ctrl-C stops it)"
+	$(VENV)/bin/jupyter lab --no-browser --port=$(PORT) --ServerApp.root_dir=notebooks $(ALLOW_ROOT)
 
 test: setup
 	@status=0; \
