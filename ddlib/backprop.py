@@ -50,7 +50,9 @@ __all__ = [
     "RECURSIONS",
     "all_recursions",
     "max_difference",
+    "finite_difference_gradients",
     "finite_difference_check",
+    "draw_decoupled",
     "table_3_1",
 ]
 
@@ -281,6 +283,25 @@ def max_difference(a, b):
                for x, y in zip(a.dW + a.db, b.dW + b.db))
 
 
+def finite_difference_gradients(net, X, y, loss=None, eps=1e-5):
+    """Every dL/dW_r and dL/db_r by central differences (Sec. 3.2.10), as ``Gradients``.
+
+    Two forward passes per parameter, so only for small nets; it is the yardstick the
+    recursions are measured against.
+    """
+    from .gradcheck import numerical_gradient
+
+    loss = loss or SoftmaxCrossEntropy()
+    be = get_backend()
+
+    def objective():
+        return loss.forward(forward(net, X, be).h[-1], y)
+
+    dW = [numerical_gradient(objective, W, eps=eps) for W in net.weights]
+    db = [numerical_gradient(objective, b, eps=eps) for b in net.biases]
+    return Gradients(dW, db, objective(), [], "finite differences")
+
+
 def finite_difference_check(net, X, y, grads, loss=None, eps=1e-5, floor=1e-4, n_samples=None,
                             seed=0):
     """Worst relative error (Eq. 3.34) of ``grads`` against central differences, per array.
@@ -376,3 +397,38 @@ def table_3_1(seed=0, n=4, d=6, finite_differences=True):
         rows.append(dict(function=name, type=kind, forward=fwd, backward=bwd,
                          rule_error=float(np.max(np.abs(dx - rule(z, out, g)))), rho=rho))
     return rows
+
+
+def draw_decoupled(net, ax=None, grads=None):
+    """Fig. 3.7 for ``net``: Linear and activation boxes in a row, forward rule above each
+    arrow, backward rule below; with ``grads`` (a decoupled ``Gradients``) each boundary is
+    labelled with the mean |g_i| found there.  Returns the axes."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import FancyBboxPatch
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8, 2.2))
+    boxes = []
+    for r, act in enumerate(net.activations, 1):
+        boxes += [(f"Linear {r}\nW{r}", "z W", "g Wᵀ"), (f"{act}\nΦ", "Φ(z)", "g ⊙ Φ'")]
+    for k, (label, fwd, bwd) in enumerate(boxes):
+        x = 1.6 * k
+        color = "#dbe9f6" if k % 2 == 0 else "#fde3c8"
+        ax.add_patch(FancyBboxPatch((x - 0.55, -0.45), 1.1, 0.9, boxstyle="round,pad=0.05",
+                                    facecolor=color, edgecolor="0.3"))
+        ax.text(x, 0, label, ha="center", va="center", fontsize=8)
+        ax.annotate("", xy=(x - 0.62, 0.25), xytext=(x - 1.0, 0.25),
+                    arrowprops=dict(arrowstyle="->", color="tab:green"))
+        ax.annotate("", xy=(x - 1.0, -0.25), xytext=(x - 0.62, -0.25),
+                    arrowprops=dict(arrowstyle="->", color="tab:red"))
+        ax.text(x, 0.7, fwd, ha="center", fontsize=7, color="tab:green")
+        ax.text(x, -0.8, bwd, ha="center", fontsize=7, color="tab:red")
+    if grads is not None:
+        for k, g in enumerate(grads.carried):
+            ax.text(1.6 * k - 0.8, -1.15, f"{np.mean(np.abs(g)):.2g}", ha="center", fontsize=7,
+                    color="tab:red")
+        ax.text(-1.2, -1.15, "mean |g|:", ha="right", fontsize=7, color="tab:red")
+    ax.set_xlim(-2.4, 1.6 * len(boxes) - 0.6)
+    ax.set_ylim(-1.4, 1.0)
+    ax.axis("off")
+    return ax

@@ -168,3 +168,25 @@ def test_to_sequential_matches_network_forward():
     # copies: training the Sequential must not change the Network's weights
     seq.layers[0].params["W"][...] = 0.0
     assert np.any(net.weights[0] != 0.0)
+
+
+def test_finite_difference_gradients_match_the_recursion():
+    net, X, y = problem([3, 4, 2], ["sigmoid", "identity"], seed=8)
+    fd = B.finite_difference_gradients(net, X, y)
+    bp = B.post_activation_backprop(net, X, y)
+    assert fd.loss == pytest.approx(bp.loss, rel=1e-14)
+    assert B.max_difference(fd, bp) < 1e-9
+
+
+def test_draw_decoupled_draws_two_boxes_per_layer():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import FancyBboxPatch
+
+    net, X, y = problem([3, 4, 3, 2], ["tanh", "relu", "identity"], seed=0)
+    ax = B.draw_decoupled(net, grads=B.decoupled_backprop(net, X, y))
+    assert sum(isinstance(p, FancyBboxPatch) for p in ax.patches) == 2 * net.n_layers
+    assert any(t.get_text() == "mean |g|:" for t in ax.texts)
+    plt.close(ax.figure)
