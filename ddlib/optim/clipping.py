@@ -56,7 +56,7 @@ def clip_by_value(max_value, min_value=None):
                 bad.append(k)
         return ClipState(state.count + 1, n), bad
 
-    return Transform(init, update, _ready("clip_value", fused), "clip_by_value", kind="grad")
+    return Transform(init, update, fused, "clip_by_value", kind="grad")
 
 
 def clip_by_norm(max_norm, per_parameter=False):
@@ -102,16 +102,10 @@ def clip_by_norm(max_norm, per_parameter=False):
                 be.scale_inplace(g, scale(total))
         return ClipState(state.count + 1, total), []
 
-    return Transform(init, update, _ready("sum_squares", fused),
+    return Transform(init, update, fused,
                      "clip_by_norm" + ("/param" if per_parameter else ""), kind="grad")
 
 
 def clip_by_global_norm(max_norm):
     """``clip_by_norm(max_norm)``: one norm over all parameters (optax's name)."""
     return clip_by_norm(max_norm, per_parameter=False)
-
-
-def _ready(kernel, fused):
-    from ..backend.numpy_ref import optim as ref
-
-    return fused if kernel in ref.__all__ else None

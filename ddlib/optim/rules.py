@@ -18,13 +18,6 @@ from ..errors import check_positive, check_unit_interval
 from .base import Transform, check_lr, lr_at, zeros_like_tree
 
 
-def _ready(kernel, fused):
-    # fused kernels land backend by backend; until one exists the rule runs explicitly
-    from ..backend.numpy_ref import optim as ref
-
-    return fused if kernel in ref.__all__ else None
-
-
 def _bad(flags):
     return [k for k, b in flags if b]
 
@@ -53,7 +46,7 @@ def sgd(lr=0.01):
         bad = _bad((k, be.sgd_step(params[k], grads[k], a)) for k in params)
         return SGDState(state.count + 1), bad
 
-    return Transform(init, update, _ready("sgd_step", fused), "sgd")
+    return Transform(init, update, fused, "sgd")
 
 
 # ---------------------------------------------------------------- momentum (3.5.2)
@@ -89,7 +82,7 @@ def momentum(lr=0.01, beta=0.9):
         )
         return MomentumState(state.count + 1, state.velocity), bad
 
-    return Transform(init, update, _ready("momentum_step", fused), "momentum")
+    return Transform(init, update, fused, "momentum")
 
 
 def _shifted(beta):
@@ -132,12 +125,12 @@ def nesterov(lr=0.01, beta=0.9):
         a = lr_at(lr, state.count)
         bad = _bad(
             (k, be.nesterov_step(params[k], state.velocity[k], grads[k], a, beta,
-                                 params[k] if point is None else point[k]))
+                                 None if point is None else point[k]))
             for k in params
         )
         return MomentumState(state.count + 1, state.velocity), bad
 
-    return Transform(init, update, _ready("nesterov_step", fused), "nesterov", _shifted(beta))
+    return Transform(init, update, fused, "nesterov", _shifted(beta))
 
 
 # ---------------------------------------------------------------- delta-bar-delta (3.5.3)
@@ -187,7 +180,7 @@ def delta_bar_delta(lr=0.01, kappa=0.05, phi=0.2, theta=0.7):
         )
         return DeltaBarDeltaState(state.count + 1, state.bar, state.gain), bad
 
-    return Transform(init, update, _ready("delta_bar_delta_step", fused), "delta_bar_delta")
+    return Transform(init, update, fused, "delta_bar_delta")
 
 
 # ---------------------------------------------------------------- AdaGrad (Eq. 3.40)
@@ -220,7 +213,7 @@ def adagrad(lr=0.01, eps=1e-8):
                    for k in params)
         return AdaGradState(state.count + 1, state.sum_sq), bad
 
-    return Transform(init, update, _ready("adagrad_step", fused), "adagrad")
+    return Transform(init, update, fused, "adagrad")
 
 
 # ---------------------------------------------------------------- RMSProp (Eq. 3.41)
@@ -254,7 +247,7 @@ def rmsprop(lr=0.001, rho=0.9, eps=1e-8):
                    for k in params)
         return RMSPropState(state.count + 1, state.mean_sq), bad
 
-    return Transform(init, update, _ready("rmsprop_step", fused), "rmsprop")
+    return Transform(init, update, fused, "rmsprop")
 
 
 # ---------------------------------------------------------------- RMSProp + Nesterov (Eq. 3.42)
@@ -291,12 +284,12 @@ def rmsprop_nesterov(lr=0.001, beta=0.9, rho=0.9, eps=1e-8):
         bad = _bad(
             (k, be.rmsprop_nesterov_step(params[k], state.velocity[k], state.mean_sq[k],
                                          grads[k], a, beta, rho, eps,
-                                         params[k] if point is None else point[k]))
+                                         None if point is None else point[k]))
             for k in params
         )
         return RMSPropNesterovState(state.count + 1, state.velocity, state.mean_sq), bad
 
-    return Transform(init, update, _ready("rmsprop_nesterov_step", fused), "rmsprop_nesterov", _shifted(beta))
+    return Transform(init, update, fused, "rmsprop_nesterov", _shifted(beta))
 
 
 # ---------------------------------------------------------------- AdaDelta (Eq. 3.43)
@@ -342,7 +335,7 @@ def adadelta(lr=1.0, rho=0.95, eps=1e-6):
         )
         return AdaDeltaState(state.count + 1, state.mean_sq, state.mean_sq_delta), bad
 
-    return Transform(init, update, _ready("adadelta_step", fused), "adadelta")
+    return Transform(init, update, fused, "adadelta")
 
 
 # ---------------------------------------------------------------- Adam (Eqs. 3.44-3.46)
@@ -401,7 +394,7 @@ def adam(lr=0.001, rho_f=0.9, rho=0.999, eps=1e-8, bias_correction=True):
         )
         return AdamState(state.count + 1, state.mean, state.mean_sq), bad
 
-    return Transform(init, update, _ready("adam_step", fused), "adam")
+    return Transform(init, update, fused, "adam")
 
 
 RULES = {

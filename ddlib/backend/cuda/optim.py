@@ -1,16 +1,31 @@
 """numba.cuda kernels for the optimizer family: one thread per parameter, one pass.
 
-A device flag counts non-finite gradient entries; reading it back is the only transfer.
+Equations in ``numpy_ref.optim``.  An entry whose gradient is NaN/inf is left untouched;
+a device counter records how many there were, and reading it back is the only transfer.
 """
 
 import math
 
 import numpy as np
-from numba import cuda
+from numba import cuda, float64
 
-from .launch import grid_1d
+from .launch import TPB_1D, grid_1d
 
-__all__ = ["sgd_step", "momentum_step"]
+__all__ = [
+    "sgd_step",
+    "momentum_step",
+    "nesterov_step",
+    "delta_bar_delta_step",
+    "adagrad_step",
+    "rmsprop_step",
+    "rmsprop_nesterov_step",
+    "adadelta_step",
+    "adam_step",
+    "clip_value",
+    "sum_squares",
+    "scale_inplace",
+    "ema_update",
+]
 
 
 @cuda.jit
@@ -18,41 +33,258 @@ def _sgd(w, g, lr, bad):
     i = cuda.grid(1)
     if i < w.size:
         gi = g[i]
-        if not math.isfinite(gi):
+        if math.isfinite(gi):
+            w[i] -= lr * gi
+        else:
             cuda.atomic.add(bad, 0, 1)
-        w[i] -= lr * gi
 
 
 @cuda.jit
-def _momentum(w, v, g, lr, beta, bad):
+def _momentum(w, v, g, lr, beta, p, write_p, bad):
     i = cuda.grid(1)
     if i < w.size:
         gi = g[i]
-        if not math.isfinite(gi):
+        if math.isfinite(gi):
+            vi = beta * v[i] - lr * gi
+            wi = w[i] + vi
+            v[i] = vi
+            w[i] = wi
+            if write_p:
+                p[i] = wi + beta * vi
+        else:
             cuda.atomic.add(bad, 0, 1)
-        vi = beta * v[i] - lr * gi
-        v[i] = vi
-        w[i] += vi
 
 
-def _flag():
-    return cuda.to_device(np.zeros(1, dtype=np.int32))
+@cuda.jit
+def _delta_bar_delta(w, bar, gain, g, lr, kappa, keep, theta, one_m_theta, bad):
+    i = cuda.grid(1)
+    if i < w.size:
+        gi = g[i]
+        if math.isfinite(gi):
+            bi = bar[i]
+            ki = gain[i]
+            agree = bi * gi
+            if agree > 0:
+                ki = ki + kappa
+            elif agree < 0:
+                ki = keep * ki
+            gain[i] = ki
+            w[i] -= lr * ki * gi
+            bar[i] = one_m_theta * gi + theta * bi
+        else:
+            cuda.atomic.add(bad, 0, 1)
+
+
+@cuda.jit
+def _adagrad(w, a, g, lr, eps, bad):
+    i = cuda.grid(1)
+    if i < w.size:
+        gi = g[i]
+        if math.isfinite(gi):
+            ai = a[i] + gi * gi
+            a[i] = ai
+            w[i] -= lr * gi / (math.sqrt(ai) + eps)
+        else:
+            cuda.atomic.add(bad, 0, 1)
+
+
+@cuda.jit
+def _rmsprop(w, a, g, lr, rho, one_m_rho, eps, bad):
+    i = cuda.grid(1)
+    if i < w.size:
+        gi = g[i]
+        if math.isfinite(gi):
+            ai = rho * a[i] + one_m_rho * gi * gi
+            a[i] = ai
+            w[i] -= lr * gi / (math.sqrt(ai) + eps)
+        else:
+            cuda.atomic.add(bad, 0, 1)
+
+
+@cuda.jit
+def _rmsprop_nesterov(w, v, a, g, lr, beta, rho, one_m_rho, eps, p, write_p, bad):
+    i = cuda.grid(1)
+    if i < w.size:
+        gi = g[i]
+        if math.isfinite(gi):
+            ai = rho * a[i] + one_m_rho * gi * gi
+            vi = beta * v[i] - lr * gi / (math.sqrt(ai) + eps)
+            wi = w[i] + vi
+            a[i] = ai
+            v[i] = vi
+            w[i] = wi
+            if write_p:
+                p[i] = wi + beta * vi
+        else:
+            cuda.atomic.add(bad, 0, 1)
+
+
+@cuda.jit
+def _adadelta(w, a, d, g, lr, rho, one_m_rho, eps, bad):
+    i = cuda.grid(1)
+    if i < w.size:
+        gi = g[i]
+        if math.isfinite(gi):
+            ai = rho * a[i] + one_m_rho * gi * gi
+            di = d[i]
+            dw = -math.sqrt(di + eps) / math.sqrt(ai + eps) * gi
+            a[i] = ai
+            d[i] = rho * di + one_m_rho * dw * dw
+            w[i] += lr * dw
+        else:
+            cuda.atomic.add(bad, 0, 1)
+
+
+@cuda.jit
+def _adam(w, f, a, g, lr_t, rho_f, one_m_rho_f, rho, one_m_rho, eps, bad):
+    i = cuda.grid(1)
+    if i < w.size:
+        gi = g[i]
+        if math.isfinite(gi):
+            ai = rho * a[i] + one_m_rho * gi * gi
+            fi = rho_f * f[i] + one_m_rho_f * gi
+            a[i] = ai
+            f[i] = fi
+            w[i] -= lr_t * fi / (math.sqrt(ai) + eps)
+        else:
+            cuda.atomic.add(bad, 0, 1)
+
+
+@cuda.jit
+def _clip_value(g, lo, hi, counts):
+    i = cuda.grid(1)
+    if i < g.size:
+        gi = g[i]
+        if not math.isfinite(gi):
+            cuda.atomic.add(counts, 1, 1)
+        elif gi > hi:
+            g[i] = hi
+            cuda.atomic.add(counts, 0, 1)
+        elif gi < lo:
+            g[i] = lo
+            cuda.atomic.add(counts, 0, 1)
+
+
+@cuda.jit
+def _sum_squares(g, out):
+    # a tree sum in shared memory per block, then one atomic add per block
+    buf = cuda.shared.array(TPB_1D, float64)
+    i = cuda.grid(1)
+    t = cuda.threadIdx.x
+    x = float64(g[i]) if i < g.size else 0.0
+    buf[t] = x * x
+    cuda.syncthreads()
+    s = TPB_1D // 2
+    while s > 0:
+        if t < s:
+            buf[t] += buf[t + s]
+        cuda.syncthreads()
+        s //= 2
+    if t == 0:
+        cuda.atomic.add(out, 0, buf[0])
+
+
+@cuda.jit
+def _scale(g, s):
+    i = cuda.grid(1)
+    if i < g.size:
+        g[i] *= s
+
+
+@cuda.jit
+def _ema(avg, w, keep, c):
+    i = cuda.grid(1)
+    if i < avg.size:
+        avg[i] = keep * avg[i] + c * w[i]
+
+
+def _flag(n=1):
+    return cuda.to_device(np.zeros(n, dtype=np.int32))
 
 
 def _f(x):
     return x.reshape(x.size)
 
 
-def sgd_step(w, g, lr):
+def _launch(kernel, w, *args):
+    """Run ``kernel`` over w.size threads with a fresh non-finite counter; True if it counted."""
     bad = _flag()
     blocks, threads = grid_1d(w.size)
-    _sgd[blocks, threads](_f(w), _f(g), w.dtype.type(lr), bad)
+    kernel[blocks, threads](*args, bad)
     return bool(bad.copy_to_host()[0])
+
+
+def sgd_step(w, g, lr):
+    return _launch(_sgd, w, _f(w), _f(g), w.dtype.type(lr))
 
 
 def momentum_step(w, v, g, lr, beta):
-    bad = _flag()
     t = w.dtype.type
-    blocks, threads = grid_1d(w.size)
-    _momentum[blocks, threads](_f(w), _f(v), _f(g), t(lr), t(beta), bad)
-    return bool(bad.copy_to_host()[0])
+    return _launch(_momentum, w, _f(w), _f(v), _f(g), t(lr), t(beta), _f(w), False)
+
+
+def nesterov_step(w, v, g, lr, beta, point=None):
+    t = w.dtype.type
+    p = w if point is None else point
+    return _launch(_momentum, w, _f(w), _f(v), _f(g), t(lr), t(beta), _f(p), point is not None)
+
+
+def delta_bar_delta_step(w, bar, gain, g, lr, kappa, phi, theta):
+    t = w.dtype.type
+    return _launch(_delta_bar_delta, w, _f(w), _f(bar), _f(gain), _f(g), t(lr), t(kappa),
+                   t(1 - phi), t(theta), t(1 - theta))
+
+
+def adagrad_step(w, a, g, lr, eps):
+    t = w.dtype.type
+    return _launch(_adagrad, w, _f(w), _f(a), _f(g), t(lr), t(eps))
+
+
+def rmsprop_step(w, a, g, lr, rho, eps):
+    t = w.dtype.type
+    return _launch(_rmsprop, w, _f(w), _f(a), _f(g), t(lr), t(rho), t(1 - rho), t(eps))
+
+
+def rmsprop_nesterov_step(w, v, a, g, lr, beta, rho, eps, point=None):
+    t = w.dtype.type
+    p = w if point is None else point
+    return _launch(_rmsprop_nesterov, w, _f(w), _f(v), _f(a), _f(g), t(lr), t(beta), t(rho),
+                   t(1 - rho), t(eps), _f(p), point is not None)
+
+
+def adadelta_step(w, a, d, g, lr, rho, eps):
+    t = w.dtype.type
+    return _launch(_adadelta, w, _f(w), _f(a), _f(d), _f(g), t(lr), t(rho), t(1 - rho), t(eps))
+
+
+def adam_step(w, f, a, g, lr_t, rho_f, rho, eps):
+    t = w.dtype.type
+    return _launch(_adam, w, _f(w), _f(f), _f(a), _f(g), t(lr_t), t(rho_f), t(1 - rho_f),
+                   t(rho), t(1 - rho), t(eps))
+
+
+def clip_value(g, lo, hi):
+    t = g.dtype.type
+    counts = _flag(2)
+    blocks, threads = grid_1d(g.size)
+    _clip_value[blocks, threads](_f(g), t(lo), t(hi), counts)
+    n, bad = counts.copy_to_host()
+    return int(n), bool(bad)
+
+
+def sum_squares(g):
+    out = cuda.to_device(np.zeros(1, dtype=np.float64))
+    blocks, threads = grid_1d(g.size)
+    _sum_squares[blocks, threads](_f(g), out)
+    return float(out.copy_to_host()[0])
+
+
+def scale_inplace(g, s):
+    blocks, threads = grid_1d(g.size)
+    _scale[blocks, threads](_f(g), g.dtype.type(s))
+
+
+def ema_update(avg, w, c):
+    t = avg.dtype.type
+    blocks, threads = grid_1d(avg.size)
+    _ema[blocks, threads](_f(avg), _f(w), t(1 - c), t(c))
