@@ -312,15 +312,30 @@ def pathwise_derivative(graph, source=None):
     algorithm: a path with k edges costs k - 1 multiplications, and n paths cost n - 1
     additions.  Returns a ``PathwiseResult`` (value, n_paths, multiplications, additions).
     """
-    z = graph.edges
+    src = graph.source if source is None else source
+    out = graph.output
+    if src == out:
+        return PathwiseResult(1.0, 1, 0, 0)
+    # depth-first walk keeping the z's of the current path on a stack; at o the whole
+    # stack is multiplied afresh (math.prod), so no partial product is ever reused
+    succ = {i: [(j, graph.edges[(i, j)]) for j in js] for i, js in graph.succ.items()}
     total, n_paths, mults = 0.0, 0, 0
-    for path in enumerate_paths(graph, source):
-        prod = 1.0
-        for i, j in zip(path[:-1], path[1:]):
-            prod *= z[(i, j)]
-        mults += max(len(path) - 2, 0)
-        total += prod
-        n_paths += 1
+    zs, stack = [], [iter(succ[src])]
+    while stack:
+        nxt = next(stack[-1], None)
+        if nxt is None:
+            stack.pop()
+            if zs:
+                zs.pop()
+        elif nxt[0] == out:
+            zs.append(nxt[1])
+            total += math.prod(zs)
+            mults += len(zs) - 1
+            n_paths += 1
+            zs.pop()
+        else:
+            zs.append(nxt[1])
+            stack.append(iter(succ[nxt[0]]))
     return PathwiseResult(total, n_paths, mults, max(n_paths - 1, 0))
 
 
