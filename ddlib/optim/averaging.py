@@ -16,9 +16,9 @@ import contextlib
 
 import numpy as np
 
-from ..backend import backend_of, get_backend
+from ..backend import get_backend
 from ..errors import check_unit_interval
-from .base import _assign, _copy, _to_host
+from .base import _assign, _copy, _to_host, on_device
 
 
 def _check_form(beta, form):
@@ -92,7 +92,7 @@ class PolyakAverage:
         c, self._denom = _weight(self.count, self.beta, self.form, self._denom)
         for n, w in self._source().items():
             avg = self.average[n]
-            if backend_of(w) == "cuda":
+            if on_device(w):
                 get_backend("cuda").ema_update(avg, w, c)
             elif self.count == 1:
                 avg[...] = w

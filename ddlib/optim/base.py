@@ -24,8 +24,13 @@ from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
-from ..backend import backend_of, get_backend
+from ..backend import get_backend
 from ..errors import check_positive
+
+
+def on_device(x):
+    """True for numba device arrays (and the CUDA simulator's stand-ins), False for ndarrays."""
+    return hasattr(x, "copy_to_host") and not isinstance(x, np.ndarray)
 
 
 class Transform(NamedTuple):
@@ -200,7 +205,7 @@ class Optimizer:
                 raise NonFiniteGradient(bad[0], self.steps)
         else:
             for n, g in grads.items():
-                if backend_of(g) == "cuda":
+                if on_device(g):
                     raise TypeError(
                         f"rule {self.rule.name!r} without a fused kernel runs on host arrays "
                         "only; use the numpy or cpu backend"
@@ -255,18 +260,18 @@ class Optimizer:
 
 
 def _copy(p):
-    if backend_of(p) == "cuda":
+    if on_device(p):
         return get_backend("cuda").asarray(p.copy_to_host())
     return np.array(p, copy=True)
 
 
 def _assign(dst, src):
     """dst[...] = src for host or device arrays (src may live on either)."""
-    if backend_of(dst) == "cuda":
-        host = src.copy_to_host() if backend_of(src) == "cuda" else np.asarray(src, dst.dtype)
+    if on_device(dst):
+        host = src.copy_to_host() if on_device(src) else np.asarray(src, dst.dtype)
         dst.copy_to_device(np.ascontiguousarray(host))
     else:
-        dst[...] = src.copy_to_host() if backend_of(src) == "cuda" else src
+        dst[...] = src.copy_to_host() if on_device(src) else src
 
 
 def _to_host(tree):
@@ -302,7 +307,7 @@ def zeros_like_tree(params, fill=0.0):
     """Arrays shaped like each parameter (zeros, or ``fill``), on the parameter's backend."""
     out = {}
     for n, p in params.items():
-        if backend_of(p) == "cuda":
+        if on_device(p):
             be = get_backend("cuda")
             out[n] = be.zeros(p.shape, p.dtype)
             if fill:

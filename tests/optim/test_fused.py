@@ -65,6 +65,8 @@ def _explicit(rule, w0, grad):
 def _fused(be, rule, w0, grad):
     w = {k: be.asarray(v.copy()) for k, v in w0.items()}
     state = rule.init(w)
+    leaves = _leaves(state)
+    assert all(be.is_native(a) for a in leaves)  # the state lives beside the parameters
     point = {k: be.asarray(v.copy()) for k, v in w0.items()} if rule.lookahead else None
     for t in range(STEPS):
         at = {k: be.to_numpy(v) for k, v in (point or w).items()}
@@ -73,6 +75,14 @@ def _fused(be, rule, w0, grad):
         assert bad == []
     host = {k: be.to_numpy(v) for k, v in w.items()}
     return host, state, None if point is None else {k: be.to_numpy(v) for k, v in point.items()}
+
+
+def _leaves(tree):
+    if isinstance(tree, dict):
+        return [a for v in tree.values() for a in _leaves(v)]
+    if isinstance(tree, (tuple, list)):
+        return [a for x in tree for a in _leaves(x)]
+    return [tree] if hasattr(tree, "shape") else []
 
 
 def _arrays(tree):
