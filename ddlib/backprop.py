@@ -421,14 +421,19 @@ def draw_decoupled(net, ax=None, grads=None):
                     arrowprops=dict(arrowstyle="->", color="tab:green"))
         ax.annotate("", xy=(x - 1.0, -0.25), xytext=(x - 0.62, -0.25),
                     arrowprops=dict(arrowstyle="->", color="tab:red"))
+        if k == len(boxes) - 1:  # the output's arrows: o forward, dL/do backward
+            ax.annotate("", xy=(x + 1.0, 0.25), xytext=(x + 0.62, 0.25),
+                        arrowprops=dict(arrowstyle="->", color="tab:green"))
+            ax.annotate("", xy=(x + 0.62, -0.25), xytext=(x + 1.0, -0.25),
+                        arrowprops=dict(arrowstyle="->", color="tab:red"))
         ax.text(x, 0.7, fwd, ha="center", fontsize=7, color="tab:green")
         ax.text(x, -0.8, bwd, ha="center", fontsize=7, color="tab:red")
     if grads is not None:
         for k, g in enumerate(grads.carried):
             ax.text(1.6 * k - 0.8, -1.15, f"{np.mean(np.abs(g)):.2g}", ha="center", fontsize=7,
                     color="tab:red")
-        ax.text(-1.2, -1.15, "mean |g|:", ha="right", fontsize=7, color="tab:red")
-    ax.set_xlim(-2.4, 1.6 * len(boxes) - 0.6)
+        ax.text(-1.4, -1.15, "mean |g|:", ha="right", fontsize=7, color="tab:red")
+    ax.set_xlim(-2.6, 1.6 * len(boxes) + 0.2)
     ax.set_ylim(-1.4, 1.0)
     ax.axis("off")
     return ax
