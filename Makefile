@@ -16,7 +16,6 @@ export JUPYTER_RUNTIME_DIR := $(STATE)/jupyter/runtime
 export JUPYTER_DATA_DIR    := $(STATE)/jupyter/data
 export IPYTHONDIR          := $(STATE)/ipython
 export JUPYTER_PLATFORM_DIRS := 1
-export MPLBACKEND          := Agg
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 export HYPOTHESIS_STORAGE_DIRECTORY := $(STATE)/hypothesis
 

@@ -28,6 +28,27 @@ def _ddlib_step(backend, sizes, batch, x, y):
         return step
 
 
+def _matmuls_only(sizes, x, seed=0):
+    """The step's matrix products alone (forward, weight and input gradients): the floor."""
+    rng = np.random.default_rng(seed)
+    Ws = [rng.normal(size=(a, b)).astype(np.float32) for a, b in zip(sizes[:-1], sizes[1:])]
+    acts = [x]
+    for W in Ws:
+        acts.append(np.empty((x.shape[0], W.shape[1]), np.float32))
+    gWs = [np.empty_like(W) for W in Ws]
+
+    def step():
+        for i, W in enumerate(Ws):
+            np.matmul(acts[i], W, out=acts[i + 1])
+        g = acts[-1]
+        for i in range(len(Ws) - 1, -1, -1):
+            np.matmul(acts[i].T, g, out=gWs[i])
+            if i > 0:
+                g = g @ Ws[i].T
+
+    return step
+
+
 def run():
     rows = []
     rng = np.random.default_rng(0)
@@ -38,6 +59,9 @@ def run():
         ref = NumpyMLP(sizes)
         t_ref = bench(lambda ref=ref, x=x, y=y: ref.step(x, y), repeat=9)
         rows.append(dict(workload=name, variant="plain NumPy (reference)", seconds=t_ref))
+        t_mm = bench(_matmuls_only(sizes, x), repeat=9)
+        rows.append(dict(workload=name, variant="its matrix products alone", seconds=t_mm,
+                         ratio=t_mm / t_ref, reference="plain NumPy", note="floor"))
         for backend in ("numpy", "cpu"):
             t = bench(_ddlib_step(backend, sizes, batch, x, y), repeat=9)
             row = dict(workload=name, variant=f"ddlib backend={backend}", seconds=t,

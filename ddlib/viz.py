@@ -12,6 +12,14 @@ def notebook_setup(seed=0, dpi=72):
     """
     import matplotlib
 
+    try:  # inside Jupyter, draw figures into the notebook whatever MPLBACKEND says
+        from IPython import get_ipython
+
+        shell = get_ipython()
+        if shell is not None and type(shell).__name__ == "ZMQInteractiveShell":
+            shell.run_line_magic("matplotlib", "inline")
+    except ImportError:
+        pass
     matplotlib.rcParams.update({
         "figure.dpi": dpi,
         "savefig.dpi": dpi,

@@ -172,6 +172,10 @@ def use_backend(name: str):
 
 def backend_of(x) -> str:
     """Which backend an array lives on: 'cuda' for device arrays, else 'numpy'."""
-    if hasattr(x, "copy_to_host") and not hasattr(x, "__array_function__"):
+    # device arrays (and the simulator's stand-ins, which also mimic NumPy's protocols)
+    # copy back to the host; NumPy arrays do not
+    import numpy as np
+
+    if hasattr(x, "copy_to_host") and not isinstance(x, np.ndarray):
         return "cuda"
     return "numpy"

@@ -8,7 +8,7 @@ with respect to its input (Eq. 3.24's g_i = J^T g_{i+1} for a layer with Jacobia
 
 import numpy as np
 
-from ..backend import get_backend
+from ..backend import backend_of, get_backend
 
 
 class Layer:
@@ -41,7 +41,7 @@ class Layer:
         be = get_backend(backend)
         for d in (self.params, self.grads):
             for k, v in d.items():
-                host = get_backend("cuda").to_numpy(v) if _on_device(v) else np.asarray(v)
+                host = get_backend("cuda").to_numpy(v) if backend_of(v) == "cuda" else np.asarray(v)
                 d[k] = be.asarray(host)
         return self
 
@@ -53,10 +53,6 @@ class Layer:
     def __repr__(self):
         shapes = ", ".join(f"{k}{tuple(v.shape)}" for k, v in self.params.items())
         return f"{self.name}({shapes})"
-
-
-def _on_device(x):
-    return hasattr(x, "copy_to_host") and not isinstance(x, np.ndarray)
 
 
 def check_input(layer, x, width=None):

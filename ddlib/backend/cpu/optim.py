@@ -7,6 +7,7 @@ Arrays must be C-contiguous (parameters and their state always are).
 """
 
 import math
+import types
 
 import numba as nb
 import numpy as np
@@ -27,7 +28,29 @@ __all__ = [
     "ema_update",
 ]
 
-pjit = nb.njit(cache=True, parallel=True)
+#: Arrays smaller than this are updated on the calling thread: waking the worker threads
+#: costs tens of microseconds, more than a bias vector or a small matrix takes serially.
+PARALLEL_MIN = 1 << 18
+
+
+def pjit(fn):
+    """Compile ``fn`` twice -- parallel and serial -- and pick by the first array's size.
+
+    The serial twin is a copy of the function under another qualified name, so numba's
+    on-disk cache keeps the two compilations apart.
+    """
+    par = nb.njit(cache=True, parallel=True)(fn)
+    clone = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial",
+                               fn.__defaults__, fn.__closure__)
+    clone.__qualname__ = fn.__qualname__ + "_serial"
+    ser = nb.njit(cache=True)(clone)
+
+    def call(*args):
+        return (par if args[0].size >= PARALLEL_MIN else ser)(*args)
+
+    call.parallel, call.serial = par, ser
+    call.__name__, call.__doc__ = fn.__name__, fn.__doc__
+    return call
 
 # Each flat view gets its own assignment: numba 0.68 silently dropped the writes of a parfor
 # whose views came from one tuple assignment (``wf, vf, gf, pf = w.reshape(-1), ...``).
