@@ -8,6 +8,7 @@
 * ``StatsRecorder``: per-layer activation and gradient statistics of a ``Sequential``
   during training (mean, std, norm, fraction of dead units), gathered by wrapping each
   layer's ``forward``/``backward`` on the instance (the classes are not touched);
+* ``least_squares_descent``: full-batch descent on raw vs. preprocessed features (3.3.2);
 * ``dead_fraction``, ``layer_outputs``, ``backward_norms``, ``distinct_units``: one-shot
   measurements on a model and a data set.
 """
@@ -37,6 +38,8 @@ __all__ = [
     "dead_fraction",
     "backward_norms",
     "distinct_units",
+    "DescentResult",
+    "least_squares_descent",
 ]
 
 
@@ -399,3 +402,51 @@ def distinct_units(W, tol=1e-12):
         if not any(np.max(np.abs(W[:, j] - r)) <= tol for r in reps):
             reps.append(W[:, j])
     return len(reps)
+
+
+# --------------------------------------------------------------------------- Sec. 3.3.2
+
+
+@dataclass
+class DescentResult:
+    """Full-batch gradient descent on least squares: the loss per iteration and the set-up."""
+
+    losses: np.ndarray
+    lr: float
+    optimum: float
+    condition_number: float
+
+    def iterations_to(self, gap):
+        """First iteration whose loss is within ``gap`` of the optimum (None if never)."""
+        hit = np.flatnonzero(self.losses - self.optimum <= gap)
+        return int(hit[0]) if hit.size else None
+
+
+def least_squares_descent(X, Y, steps=1000, lr=None):
+    """Gradient descent on L(W, b) = ||X W + b - Y||^2 / (2n), from W = 0, b = 0.
+
+    The Hessian is H = [X 1]^T [X 1] / n; ``lr`` defaults to 1 / lambda_max(H), the
+    largest safe constant step, so the number of iterations is governed by the condition
+    number lambda_max / lambda_min (over the directions the data spans).  X (n, d),
+    Y (n, k) or (n,).  Returns a ``DescentResult`` with ``steps + 1`` losses.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    Y = np.asarray(Y, dtype=np.float64)
+    Y = Y[:, None] if Y.ndim == 1 else Y
+    steps = check_int("steps", steps, minimum=0)
+    n = X.shape[0]
+    A = np.c_[X, np.ones(n)]
+    lam = np.linalg.eigvalsh(A.T @ A / n)
+    lam_max = float(lam[-1])
+    span = lam[lam > lam_max * 1e-10]
+    lr = 1.0 / lam_max if lr is None else check_positive("lr", lr)
+    sol = np.linalg.lstsq(A, Y, rcond=None)[0]
+    optimum = float(0.5 * np.sum((A @ sol - Y) ** 2) / n)
+    Wb = np.zeros((A.shape[1], Y.shape[1]))
+    losses = np.empty(steps + 1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for t in range(steps + 1):
+            R = A @ Wb - Y
+            losses[t] = 0.5 * np.sum(R * R) / n
+            Wb -= lr * (A.T @ R) / n
+    return DescentResult(losses, lr, optimum, float(lam_max / span[0]))

@@ -240,3 +240,23 @@ def test_distinct_units():
     W = np.array([[1.0, 1.0, 2.0], [3.0, 3.0, 3.0]])
     assert distinct_units(W) == 2
     assert distinct_units(np.ones((3, 5))) == 1
+
+
+# ---------------------------------------------------------------- Sec. 3.3.2
+
+
+def test_least_squares_descent_reaches_the_optimum_and_whitening_needs_one_step():
+    from ddlib.diagnostics import least_squares_descent
+    from ddlib.preprocess import PCAWhiten
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 3)) @ np.array([[5.0, 0, 0], [4.0, 0.5, 0], [0, 0, 0.2]]) + 3.0
+    Y = X @ np.array([1.0, -2.0, 0.5]) + rng.normal(scale=0.1, size=300)
+    raw = least_squares_descent(X, Y, steps=300)
+    white = least_squares_descent(PCAWhiten().fit_transform(X), Y, steps=3)
+    assert white.condition_number == pytest.approx(1.0)
+    assert white.iterations_to(1e-12) == 1  # Hessian = identity: one step of size 1
+    assert raw.condition_number > 100
+    assert raw.iterations_to(1e-3) is None or raw.iterations_to(1e-3) > 50
+    assert np.all(np.diff(raw.losses) <= 1e-12)  # step 1/lambda_max never increases the loss
+    assert white.optimum == pytest.approx(raw.optimum)
