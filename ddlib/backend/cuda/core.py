@@ -1,16 +1,20 @@
 """numba.cuda kernels for the core family; see ``numpy_ref.core`` for the equations.
 
 Every kernel guards its index against the array bounds, so any shape works with the
-fixed block sizes of ``launch``.
+fixed block sizes of ``launch``.  The three matrix multiplications live in ``matmul``;
+``matmul`` here runs the one ``matmul.choose_method`` picks.  Every wrapper insists on
+device arrays: passing a NumPy array raises a TypeError that says how to move it, because
+numba would otherwise copy it to the GPU and back behind the caller's back.
 """
 
 import math
 
 import numpy as np
-from numba import cuda, float32, float64
+from numba import cuda, float64
 
 from ..numpy_ref.core import ACTIVATIONS
-from .launch import TILE, grid_1d, grid_2d
+from . import matmul as _mm
+from .launch import grid_1d
 
 __all__ = [
     "ACTIVATIONS",
@@ -28,50 +32,40 @@ __all__ = [
 ]
 
 
-def _make_tiled(dtype):
-    @cuda.jit
-    def tiled(a, b, c):
-        """C = A B with TILE x TILE shared-memory tiles; loads along rows are coalesced."""
-        sa = cuda.shared.array((TILE, TILE), dtype)
-        sb = cuda.shared.array((TILE, TILE), dtype)
-        tx = cuda.threadIdx.x
-        ty = cuda.threadIdx.y
-        col = cuda.blockIdx.x * TILE + tx
-        row = cuda.blockIdx.y * TILE + ty
-        n, k = a.shape
-        m = b.shape[1]
-        acc = dtype(0)
-        for t in range((k + TILE - 1) // TILE):
-            ka = t * TILE + tx
-            kb = t * TILE + ty
-            sa[ty, tx] = a[row, ka] if (row < n and ka < k) else dtype(0)
-            sb[ty, tx] = b[kb, col] if (kb < k and col < m) else dtype(0)
-            cuda.syncthreads()
-            for i in range(TILE):
-                acc += sa[ty, i] * sb[i, tx]
-            cuda.syncthreads()
-        if row < n and col < m:
-            c[row, col] = acc
-
-    return tiled
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-_TILED = {np.dtype(np.float32): _make_tiled(float32), np.dtype(np.float64): _make_tiled(float64)}
+def _is_device(x) -> bool:
+    return hasattr(x, "copy_to_host") and not isinstance(x, np.ndarray)
 
 
-def _check_dtype(x, who):
-    if x.dtype not in _TILED:
+def _need_device(who, **arrays):
+    """Raise a clear TypeError when a host array is mixed into a device kernel call.
+
+    numba would otherwise copy a NumPy argument to the GPU and back on every launch,
+    a hidden round trip that turns a fast kernel into a slow transfer.
+    """
+    for name, x in arrays.items():
+        if x is not None and not _is_device(x):
+            shape = f" of shape {tuple(x.shape)}" if hasattr(x, "shape") else ""
+            raise TypeError(
+                f"{who}: {name} is a host {type(x).__name__}{shape}, but the cuda backend's "
+                f"kernels compute on device arrays; move it explicitly with "
+                f"ddlib.device.to_device({name}) (or get_backend('cuda').asarray) first")
+
+
+def _need_float(who, x, *others):
+    if x.dtype not in _FLOATS:
         raise TypeError(f"{who}: cuda kernels take float32 or float64 arrays, got {x.dtype}")
+    for o in others:
+        if o is not None and o.dtype != x.dtype:
+            raise TypeError(f"{who}: arrays mix {x.dtype} and {o.dtype}; cast one so they match")
 
 
 def matmul(a, b, out=None):
-    _check_dtype(a, "matmul")
-    n, m = a.shape[0], b.shape[1]
-    if out is None:
-        out = cuda.device_array((n, m), dtype=a.dtype)
-    blocks, threads = grid_2d(n, m)
-    _TILED[a.dtype][blocks, threads](a, b, out)
-    return out
+    """C = A B (device arrays (n, k) x (k, m) -> (n, m)); the kernel is chosen by
+    ``matmul.choose_method`` (register-blocked for large outputs, tiled otherwise)."""
+    return _mm.matmul(a, b, out=out)
 
 
 @cuda.jit
@@ -88,6 +82,9 @@ def _grid_rows_cols(x):
 
 
 def bias_add(x, b, out=None):
+    """x + b with b (m,) added to every row of x (n, m)."""
+    _need_device("bias_add", x=x, b=b, out=out)
+    _need_float("bias_add", x, b, out)
     if out is None:
         out = cuda.device_array_like(x)
     blocks, threads = _grid_rows_cols(x)
@@ -96,6 +93,8 @@ def bias_add(x, b, out=None):
 
 
 def linear(x, W, b, out=None):
+    """x W + b: (n, d_in) x (d_in, d_out) + (d_out,)."""
+    _need_device("linear", x=x, W=W, b=b, out=out)
     out = matmul(x, W, out=out)
     return bias_add(out, b, out=out)
 
@@ -159,7 +158,10 @@ def _flat(x):
 
 
 def act_forward(kind, x, alpha=0.01, out=None):
+    """y = f(x) elementwise for the activation named ``kind``."""
     code = _code(kind)
+    _need_device("act_forward", x=x, out=out)
+    _need_float("act_forward", x, out)
     if out is None:
         out = cuda.device_array_like(x)
     blocks, threads = grid_1d(x.size)
@@ -168,7 +170,10 @@ def act_forward(kind, x, alpha=0.01, out=None):
 
 
 def act_backward(kind, x, y, g, alpha=0.01, out=None):
+    """g * f'(x); ``y = f(x)`` is passed so sigmoid and tanh reuse it."""
     code = _code(kind)
+    _need_device("act_backward", x=x, y=y, g=g, out=out)
+    _need_float("act_backward", g, x, y, out)
     if out is None:
         out = cuda.device_array_like(g)
     blocks, threads = grid_1d(x.size)
@@ -177,6 +182,8 @@ def act_backward(kind, x, y, g, alpha=0.01, out=None):
 
 
 def act_deriv(kind, x, alpha=0.01):
+    """f'(x) elementwise."""
+    _need_device("act_deriv", x=x)
     ones = cuda.device_array_like(x)
     fill(ones, 1.0)
     y = act_forward(kind, x, alpha)
@@ -204,6 +211,9 @@ def _softmax_rows(x, p, labels, want_loss, losses):
 
 
 def softmax(x):
+    """Row-wise softmax (Eq. 3.20)."""
+    _need_device("softmax", x=x)
+    _need_float("softmax", x)
     p = cuda.device_array_like(x)
     dummy = cuda.device_array(1, dtype=np.int64)
     losses = cuda.device_array(1, dtype=np.float64)
@@ -212,21 +222,39 @@ def softmax(x):
     return p
 
 
-def softmax_xent(logits, labels):
-    """Returns (loss, probs); the loss is reduced on the device and one scalar comes back."""
+def softmax_xent_device(logits, labels, last=None, running=None):
+    """Mean cross-entropy (Eq. 3.21) left on the device: returns (last, probs).
+
+    ``last`` is a float64 device array of shape (1,) that receives the batch mean;
+    ``running`` (optional, same shape) has the mean added to it, so a training loop
+    can sum an epoch's losses without copying anything back until it wants to.
+    """
+    _need_device("softmax_xent", logits=logits, labels=labels, last=last, running=running)
+    _need_float("softmax_xent", logits)
     n = logits.shape[0]
+    if labels.shape != (n,):
+        raise ValueError(f"softmax_xent: labels have shape {tuple(labels.shape)}, "
+                         f"expected ({n},) for logits of shape {tuple(logits.shape)}")
     p = cuda.device_array_like(logits)
     losses = cuda.device_array(n, dtype=np.float64)
     blocks, threads = grid_1d(n, 128)
     _softmax_rows[blocks, threads](logits, p, labels, True, losses)
-    total = cuda.device_array(1, dtype=np.float64)
-    _sum_1d[1, 256](losses, total)
-    return float(total.copy_to_host()[0]) / n, p
+    if last is None:
+        last = cuda.device_array(1, dtype=np.float64)
+    acc = running if running is not None else last
+    _mean_into[1, 256](losses, 1.0 / max(n, 1), last, acc, running is not None)
+    return last, p
+
+
+def softmax_xent(logits, labels):
+    """Returns (loss, probs); the loss is reduced on the device and one scalar comes back."""
+    last, p = softmax_xent_device(logits, labels)
+    return float(last.copy_to_host()[0]), p
 
 
 @cuda.jit
-def _sum_1d(x, total):
-    """Single-block tree reduction of a vector into total[0]."""
+def _mean_into(x, scale, last, running, accumulate):
+    """Single-block tree reduction: last[0] = scale * sum(x); running[0] += it if asked."""
     buf = cuda.shared.array(256, float64)
     t = cuda.threadIdx.x
     acc = 0.0
@@ -241,7 +269,10 @@ def _sum_1d(x, total):
         cuda.syncthreads()
         s //= 2
     if t == 0:
-        total[0] = buf[0]
+        v = buf[0] * scale
+        last[0] = v
+        if accumulate:
+            running[0] += v
 
 
 @cuda.jit
@@ -255,28 +286,49 @@ def _xent_grad(p, labels, inv, out):
 
 
 def softmax_xent_backward(probs, labels):
+    """(p - y) / n (Eq. 3.22)."""
+    _need_device("softmax_xent_backward", probs=probs, labels=labels)
+    _need_float("softmax_xent_backward", probs)
     out = cuda.device_array_like(probs)
     blocks, threads = _grid_rows_cols(probs)
     _xent_grad[blocks, threads](probs, labels, probs.dtype.type(1.0 / probs.shape[0]), out)
     return out
 
 
+_CS_X, _CS_Y = 32, 8  # col_sum block: 32 columns (one warp wide) x 8 row groups
+
+
 @cuda.jit
 def _col_sum(x, out):
-    """One thread per column; neighbouring threads read neighbouring addresses."""
-    j = cuda.grid(1)
+    """Column sums: a block owns 32 neighbouring columns (a warp reads 32 neighbouring
+    addresses of one row) and splits the rows over 8 thread rows, then adds the 8
+    partial sums in shared memory.  The order of additions is fixed, so the result
+    does not depend on timing."""
+    buf = cuda.shared.array((_CS_Y, _CS_X), float64)
+    tx = cuda.threadIdx.x
+    ty = cuda.threadIdx.y
+    j = cuda.blockIdx.x * _CS_X + tx
+    acc = 0.0
     if j < x.shape[1]:
-        acc = 0.0
-        for i in range(x.shape[0]):
+        for i in range(ty, x.shape[0], _CS_Y):
             acc += x[i, j]
-        out[j] = acc
+    buf[ty, tx] = acc
+    cuda.syncthreads()
+    if ty == 0 and j < x.shape[1]:
+        total = 0.0
+        for r in range(_CS_Y):
+            total += buf[r, tx]
+        out[j] = total
 
 
 def col_sum(x, out=None):
+    """Sum over rows of x (n, m) -> (m,): the bias gradient."""
+    _need_device("col_sum", x=x, out=out)
+    _need_float("col_sum", x, out)
     if out is None:
         out = cuda.device_array(x.shape[1], dtype=x.dtype)
-    blocks, threads = grid_1d(x.shape[1])
-    _col_sum[blocks, threads](x, out)
+    blocks = max(1, (x.shape[1] + _CS_X - 1) // _CS_X)
+    _col_sum[blocks, (_CS_X, _CS_Y)](x, out)
     return out
 
 
@@ -289,6 +341,59 @@ def _fill(x, v):
 
 def fill(x, value):
     """Set every element of a device array to ``value`` in place."""
+    _need_device("fill", x=x)
     blocks, threads = grid_1d(x.size)
     _fill[blocks, threads](_flat(x), x.dtype.type(value))
     return x
+
+
+@cuda.jit
+def _take_rows(x, idx, out):
+    i, j = cuda.grid(2)
+    if i < out.shape[0] and j < out.shape[1]:
+        out[i, j] = x[idx[i], j]
+
+
+@cuda.jit
+def _take(v, idx, out):
+    i = cuda.grid(1)
+    if i < out.size:
+        out[i] = v[idx[i]]
+
+
+def take_rows(x, idx, out=None):
+    """Rows ``x[idx]`` gathered on the device (x (N, d) or (N,), idx (n,) integers).
+
+    Used to cut a mini-batch out of a data set that already lives on the GPU; the
+    caller guarantees 0 <= idx < N (the kernel does not check, to stay transfer-free).
+    """
+    _need_device("take_rows", x=x, idx=idx, out=out)
+    n = idx.shape[0]
+    if len(x.shape) == 1:
+        if out is None:
+            out = cuda.device_array(n, dtype=x.dtype)
+        blocks, threads = grid_1d(n)
+        _take[blocks, threads](x, idx, out)
+        return out
+    if out is None:
+        out = cuda.device_array((n, x.shape[1]), dtype=x.dtype)
+    blocks, threads = _grid_rows_cols(out)
+    _take_rows[blocks, threads](x, idx, out)
+    return out
+
+
+@cuda.jit
+def _pack_status(last, running, flags, status):
+    """status = [last loss, running loss sum, flag_0, flag_1, ...]."""
+    status[0] = last[0]
+    status[1] = running[0]
+    for i in range(flags.size):
+        status[2 + i] = flags[i]
+
+
+def pack_status(last, running, flags, status):
+    """Gather a training loop's scalars into one float64 device array, so reading them
+    back is a single small copy (used by ``ddlib.device.DeviceTrainer``)."""
+    _need_device("pack_status", last=last, running=running, flags=flags, status=status)
+    _pack_status[1, 1](last, running, flags, status)
+    return status

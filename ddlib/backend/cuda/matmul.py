@@ -1,0 +1,340 @@
+"""Matrix multiplication on the GPU three ways (Sec. 3.7.1): naive, tiled, register-blocked.
+
+All three compute C = A B for A (n, k) and B (k, m), float32 or float64, any shape
+(threads whose outputs fall outside C do nothing; tiles that hang over an edge are
+padded with zeros).  They differ in how often each number is fetched from global memory:
+
+* ``matmul_naive`` gives every output entry its own thread, the picture the chapter draws
+  for a 100 x 50 by 50 x 200 product (20,000 outputs, 20,000 busy threads).  Each thread
+  reads a full row of A and a full column of B, so every element of A is read m times
+  and every element of B n times.  Threads that are neighbours in a warp own neighbouring
+  columns, so their reads of B and writes of C are coalesced.
+* ``matmul_tiled`` lets a 16 x 16 block copy a 16 x 16 tile of A and of B into shared
+  memory once (coalesced, one element per thread) and reuse each staged number 16 times.
+* ``matmul_blocked`` (register blocking) lets each thread own a TM x TN patch of outputs
+  held in registers, so a number read from shared memory is used TM or TN times; a
+  block covers BM x BN outputs and walks k in steps of BK.
+
+>>> from ddlib.backend.cuda import matmul as mm
+>>> mm.launch_plan("naive", 100, 200).describe()[:58]
+'100 x 200 = 20,000 outputs; each thread computes 1 output;'
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import NamedTuple
+
+import numpy as np
+from numba import cuda, float32, float64
+
+from .launch import TILE, LaunchPlan, plan_2d
+
+__all__ = [
+    "VARIANTS",
+    "BlockConfig",
+    "DEFAULT_CONFIG",
+    "matmul",
+    "matmul_naive",
+    "matmul_tiled",
+    "matmul_blocked",
+    "launch_plan",
+    "choose_method",
+]
+
+VARIANTS = ("naive", "tiled", "blocked")
+_NUMBA_TYPES = {np.dtype(np.float32): float32, np.dtype(np.float64): float64}
+
+
+class BlockConfig(NamedTuple):
+    """Register-blocking geometry: a block computes bm x bn outputs, k in steps of bk,
+    and each thread a tm x tn patch; threads per block = (bm / tm) * (bn / tn)."""
+
+    bm: int
+    bn: int
+    bk: int
+    tm: int
+    tn: int
+
+    @property
+    def threads(self):
+        """(threads along x = columns, threads along y = rows)."""
+        return self.bn // self.tn, self.bm // self.tm
+
+    def validate(self):
+        tx, ty = self.threads
+        nt = tx * ty
+        problems = []
+        if min(self) < 1:
+            raise ValueError(f"BlockConfig{tuple(self)}: every field must be >= 1")
+        if self.bm % self.tm or self.bn % self.tn:
+            problems.append("bm must be a multiple of tm and bn of tn")
+        elif not 1 <= nt <= 1024:
+            problems.append(f"threads per block = {nt}, must be in [1, 1024]")
+        elif (self.bm * self.bk) % nt or (self.bk * self.bn) % nt:
+            problems.append(f"bm*bk and bk*bn must be multiples of the {nt} threads per block")
+        if problems:
+            raise ValueError(f"BlockConfig{tuple(self)}: " + "; ".join(problems))
+        return self
+
+
+#: float32: 128 x 128 outputs per block of 256 threads, 8 x 8 per thread (64 accumulators).
+#: float64 uses 4 x 4 per thread: doubles take two registers each.
+DEFAULT_CONFIG = {
+    np.dtype(np.float32): BlockConfig(128, 128, 8, 8, 8),
+    np.dtype(np.float64): BlockConfig(64, 64, 16, 4, 4),
+}
+
+#: ``matmul(method='auto')`` picks the register-blocked kernel once the output has at
+#: least this many bm x bn block tiles (enough blocks to occupy every multiprocessor of a
+#: large GPU); below that the 16 x 16 tiled kernel launches more, smaller blocks.
+BLOCKED_MIN_TILES = 100
+
+
+# ----------------------------------------------------------------------------- kernels
+def _make_naive(dtype):
+    @cuda.jit
+    def naive(a, b, c):
+        """One thread per output: x runs along the columns of C, y along its rows."""
+        j, i = cuda.grid(2)
+        if i < c.shape[0] and j < c.shape[1]:
+            acc = dtype(0)
+            for kk in range(a.shape[1]):
+                acc += a[i, kk] * b[kk, j]
+            c[i, j] = acc
+
+    return naive
+
+
+def _make_tiled(dtype):
+    @cuda.jit
+    def tiled(a, b, c):
+        """TILE x TILE shared-memory tiles; thread (ty, tx) stages A[row, k0+tx] and
+        B[k0+ty, col], so a warp's loads run along rows (coalesced)."""
+        sa = cuda.shared.array((TILE, TILE), dtype)
+        sb = cuda.shared.array((TILE, TILE), dtype)
+        tx = cuda.threadIdx.x
+        ty = cuda.threadIdx.y
+        col = cuda.blockIdx.x * TILE + tx
+        row = cuda.blockIdx.y * TILE + ty
+        n, k = a.shape
+        m = b.shape[1]
+        acc = dtype(0)
+        for t in range((k + TILE - 1) // TILE):
+            ka = t * TILE + tx
+            kb = t * TILE + ty
+            sa[ty, tx] = a[row, ka] if (row < n and ka < k) else dtype(0)
+            sb[ty, tx] = b[kb, col] if (kb < k and col < m) else dtype(0)
+            cuda.syncthreads()
+            for i in range(TILE):
+                acc += sa[ty, i] * sb[i, tx]
+            cuda.syncthreads()
+        if row < n and col < m:
+            c[row, col] = acc
+
+    return tiled
+
+
+def _make_blocked(dtype, cfg: BlockConfig):
+    BM, BN, BK, TM, TN = cfg
+    TX, TY = cfg.threads
+    NT = TX * TY
+    A_LOADS = (BM * BK) // NT
+    B_LOADS = (BK * BN) // NT
+    # A is staged transposed (k-major) so a thread's TM values sit in one row of
+    # shared memory; the padding spreads a warp's transposing stores over the banks.
+    PAD = 4
+
+    @cuda.jit
+    def blocked(a, b, c):
+        """Each thread accumulates a TM x TN patch in registers; rows ty + i*TY and
+        columns tx + j*TX, so neighbouring threads own neighbouring columns (conflict-free
+        shared reads, coalesced stores)."""
+        sa = cuda.shared.array((BK, BM + PAD), dtype)
+        sb = cuda.shared.array((BK, BN), dtype)
+        acc = cuda.local.array((TM, TN), dtype)
+        fa = cuda.local.array(TM, dtype)
+        fb = cuda.local.array(TN, dtype)
+        tx = cuda.threadIdx.x
+        ty = cuda.threadIdx.y
+        tid = ty * TX + tx
+        row0 = cuda.blockIdx.y * BM
+        col0 = cuda.blockIdx.x * BN
+        n, kdim = a.shape
+        m = b.shape[1]
+        for i in range(TM):
+            for j in range(TN):
+                acc[i, j] = dtype(0)
+        for k0 in range(0, kdim, BK):
+            for step in range(A_LOADS):
+                e = tid + step * NT
+                r = e // BK
+                kk = e % BK
+                gr = row0 + r
+                gk = k0 + kk
+                sa[kk, r] = a[gr, gk] if (gr < n and gk < kdim) else dtype(0)
+            for step in range(B_LOADS):
+                e = tid + step * NT
+                kk = e // BN
+                cc = e % BN
+                gk = k0 + kk
+                gc = col0 + cc
+                sb[kk, cc] = b[gk, gc] if (gk < kdim and gc < m) else dtype(0)
+            cuda.syncthreads()
+            for kk in range(BK):
+                for i in range(TM):
+                    fa[i] = sa[kk, ty + i * TY]
+                for j in range(TN):
+                    fb[j] = sb[kk, tx + j * TX]
+                for i in range(TM):
+                    for j in range(TN):
+                        acc[i, j] += fa[i] * fb[j]
+            cuda.syncthreads()
+        for i in range(TM):
+            r = row0 + ty + i * TY
+            if r < n:
+                for j in range(TN):
+                    cc = col0 + tx + j * TX
+                    if cc < m:
+                        c[r, cc] = acc[i, j]
+
+    return blocked
+
+
+_NAIVE = {dt: _make_naive(nt) for dt, nt in _NUMBA_TYPES.items()}
+_TILED = {dt: _make_tiled(nt) for dt, nt in _NUMBA_TYPES.items()}
+_BLOCKED = {dt: _make_blocked(nt, DEFAULT_CONFIG[dt]) for dt, nt in _NUMBA_TYPES.items()}
+
+
+@functools.lru_cache(maxsize=None)
+def _blocked_kernel(dtype: np.dtype, cfg: BlockConfig):
+    if cfg == DEFAULT_CONFIG[dtype]:
+        return _BLOCKED[dtype]
+    return _make_blocked(_NUMBA_TYPES[dtype], cfg)
+
+
+# ------------------------------------------------------------------------ checks
+def _is_device(x) -> bool:
+    return hasattr(x, "copy_to_host") and not isinstance(x, np.ndarray)
+
+
+def _operands(who, a, b, out):
+    """Validate (a, b, out) and return the output array (allocated when ``out`` is None)."""
+    for name, x in (("a", a), ("b", b)) + ((("out", out),) if out is not None else ()):
+        if not _is_device(x):
+            raise TypeError(
+                f"{who}: {name} is a host {type(x).__name__}"
+                f"{' of shape ' + str(tuple(x.shape)) if hasattr(x, 'shape') else ''}, but the "
+                f"cuda kernels compute on device arrays; move it explicitly with "
+                f"ddlib.device.to_device({name}) first")
+        if len(x.shape) != 2:
+            raise ValueError(f"{who}: {name} must be 2-D, got shape {tuple(x.shape)}")
+    if a.dtype not in _NUMBA_TYPES:
+        raise TypeError(f"{who}: cuda kernels take float32 or float64 arrays, got a.dtype={a.dtype}")
+    if b.dtype != a.dtype:
+        raise TypeError(f"{who}: a is {a.dtype} but b is {b.dtype}; cast one so they match")
+    if a.shape[1] != b.shape[0]:
+        raise ValueError(f"{who}: inner dimensions differ: a is {tuple(a.shape)}, "
+                         f"b is {tuple(b.shape)}")
+    n, m = a.shape[0], b.shape[1]
+    if out is None:
+        return cuda.device_array((n, m), dtype=a.dtype)
+    if tuple(out.shape) != (n, m) or out.dtype != a.dtype:
+        raise ValueError(f"{who}: out has shape {tuple(out.shape)} and dtype {out.dtype}; "
+                         f"expected {(n, m)} and {a.dtype}")
+    return out
+
+
+# ------------------------------------------------------------------------ launches
+def launch_plan(method: str, n: int, m: int, dtype=np.float32, config=None,
+                threads=(TILE, TILE)) -> LaunchPlan:
+    """The grid a ``method`` launch uses for an (n, m) output (see ``LaunchPlan.describe``).
+
+    ``threads`` (x, y) is the block shape of the naive kernel (the tiled kernel is fixed
+    at TILE x TILE, the blocked one follows ``config``).
+
+    >>> launch_plan("blocked", 4096, 4096).blocks       # 128 x 128 outputs per block
+    (32, 32)
+    """
+    if method == "naive":
+        return plan_2d(n, m, _threads(threads))
+    if method == "tiled":
+        return plan_2d(n, m, (TILE, TILE))
+    if method == "blocked":
+        cfg = (config or DEFAULT_CONFIG[_dtype(dtype)]).validate()
+        return plan_2d(n, m, cfg.threads, (cfg.tm, cfg.tn))
+    raise ValueError(f"method={method!r}: expected one of {VARIANTS}")
+
+
+def _threads(threads):
+    try:
+        tx, ty = (int(t) for t in threads)
+    except (TypeError, ValueError):
+        raise ValueError(f"threads must be a pair (x, y) of integers, got {threads!r}") from None
+    if tx < 1 or ty < 1 or tx * ty > 1024:
+        raise ValueError(f"threads={threads!r}: need x, y >= 1 and x * y <= 1024 per block")
+    return tx, ty
+
+
+def _dtype(dtype):
+    dt = np.dtype(dtype)
+    if dt not in _NUMBA_TYPES:
+        raise TypeError(f"dtype must be float32 or float64, got {dt}")
+    return dt
+
+
+def choose_method(n: int, k: int, m: int, dtype=np.float32) -> str:
+    """Which kernel ``matmul(method='auto')`` runs for an (n, k) x (k, m) product."""
+    cfg = DEFAULT_CONFIG[_dtype(dtype)]
+    tiles = math.ceil(n / cfg.bm) * math.ceil(m / cfg.bn)
+    return "blocked" if tiles >= BLOCKED_MIN_TILES else "tiled"
+
+
+def _run(kernel, plan, a, b, out):
+    if out.shape[0] == 0 or out.shape[1] == 0:
+        return out
+    kernel[plan.blocks, plan.threads](a, b, out)
+    return out
+
+
+def matmul_naive(a, b, out=None, threads=(TILE, TILE)):
+    """C = A B with one thread per output entry; a (n, k), b (k, m) device arrays -> (n, m).
+
+    ``threads`` = (x, y) is the block shape; x runs along the columns of C.
+    """
+    out = _operands("matmul_naive", a, b, out)
+    plan = launch_plan("naive", *out.shape, threads=threads)
+    return _run(_NAIVE[a.dtype], plan, a, b, out)
+
+
+def matmul_tiled(a, b, out=None):
+    """C = A B through 16 x 16 shared-memory tiles; a (n, k), b (k, m) -> (n, m)."""
+    out = _operands("matmul_tiled", a, b, out)
+    return _run(_TILED[a.dtype], launch_plan("tiled", *out.shape), a, b, out)
+
+
+def matmul_blocked(a, b, out=None, config: BlockConfig | None = None):
+    """C = A B with register blocking (each thread a tm x tn patch); a (n, k), b (k, m).
+
+    ``config`` overrides ``DEFAULT_CONFIG[dtype]`` (the tests use small ones so the
+    simulator stays quick).
+    """
+    out = _operands("matmul_blocked", a, b, out)
+    cfg = (DEFAULT_CONFIG[a.dtype] if config is None else BlockConfig(*config)).validate()
+    plan = launch_plan("blocked", *out.shape, dtype=a.dtype, config=cfg)
+    return _run(_blocked_kernel(a.dtype, cfg), plan, a, b, out)
+
+
+_BY_NAME = {"naive": matmul_naive, "tiled": matmul_tiled, "blocked": matmul_blocked}
+
+
+def matmul(a, b, out=None, method="auto"):
+    """C = A B on the device; ``method`` is 'naive', 'tiled', 'blocked' or 'auto'
+    (``choose_method``: register-blocked for large outputs, tiled otherwise)."""
+    if method == "auto":
+        out = _operands("matmul", a, b, out)
+        method = choose_method(a.shape[0], a.shape[1], b.shape[1], a.dtype)
+    elif method not in _BY_NAME:
+        raise ValueError(f"method={method!r}: expected 'auto' or one of {VARIANTS}")
+    return _BY_NAME[method](a, b, out=out)
