@@ -362,18 +362,20 @@ def layer_outputs(model, X, train=False):
     return outs
 
 
-def dead_fraction(model, X, kinds=("relu",), tol=0.0):
+def dead_fraction(model, X, kinds=("relu", "leaky_relu"), tol=0.0):
     """Fraction of dead units in each ReLU-type layer over the whole data set X.
 
-    A unit is dead when it outputs zero (|h| <= tol) for every row of X: no example sends a
-    gradient through it (Sec. 3.4.3).  Returns {layer index: fraction} for the layers whose
-    activation ``kind`` is listed in ``kinds``.
+    A unit is dead when its output is never positive (h <= tol) on any row of X.  For a
+    ReLU that means it outputs zero everywhere and no example sends a gradient through it
+    (Sec. 3.4.3); a leaky ReLU unit in that state still passes alpha times the gradient and
+    can recover.  Returns {layer index: fraction} for the layers whose activation ``kind``
+    is listed in ``kinds``.
     """
     outs = layer_outputs(model, X)
     res = {}
     for i, (layer, h) in enumerate(zip(model.layers, outs)):
         if getattr(layer, "kind", None) in kinds:
-            res[i] = float(np.mean(np.all(np.abs(h) <= tol, axis=0)))
+            res[i] = float(np.mean(np.all(h <= tol, axis=0)))
     return res
 
 

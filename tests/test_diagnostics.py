@@ -260,3 +260,14 @@ def test_least_squares_descent_reaches_the_optimum_and_whitening_needs_one_step(
     assert raw.iterations_to(1e-3) is None or raw.iterations_to(1e-3) > 50
     assert np.all(np.diff(raw.losses) <= 1e-12)  # step 1/lambda_max never increases the loss
     assert white.optimum == pytest.approx(raw.optimum)
+
+
+def test_dead_fraction_counts_leaky_units_that_never_fire():
+    from ddlib.layers import LeakyReLU
+
+    lin = Linear(1, 2, rng=0)
+    lin.params["W"][:] = [[1.0, -1.0]]
+    net = Sequential(lin, LeakyReLU(alpha=0.1))
+    X = np.linspace(0.1, 2.0, 20)[:, None]
+    assert dead_fraction(net, X) == {1: pytest.approx(0.5)}
+    assert dead_fraction(net, X, kinds=("relu",)) == {}
