@@ -14,7 +14,7 @@ from numba import cuda, float64
 
 from ..numpy_ref.core import ACTIVATIONS
 from . import matmul as _mm
-from .launch import grid_1d
+from .launch import TPB_1D, grid_1d, grid_rows_cols
 
 __all__ = [
     "ACTIVATIONS",
@@ -76,9 +76,7 @@ def _bias_add(x, b, out):
 
 
 def _grid_rows_cols(x):
-    # x along rows, y along columns: consecutive threads in a warp differ in j -> coalesced
-    bx, by = (x.shape[0] + 7) // 8, (x.shape[1] + 31) // 32
-    return (max(1, bx), max(1, by)), (8, 32)
+    return grid_rows_cols(x.shape[0], x.shape[1])
 
 
 def bias_add(x, b, out=None):
@@ -217,7 +215,7 @@ def softmax(x):
     p = cuda.device_array_like(x)
     dummy = cuda.device_array(1, dtype=np.int64)
     losses = cuda.device_array(1, dtype=np.float64)
-    blocks, threads = grid_1d(x.shape[0], 128)
+    blocks, threads = grid_1d(x.shape[0])
     _softmax_rows[blocks, threads](x, p, dummy, False, losses)
     return p
 
@@ -237,12 +235,12 @@ def softmax_xent_device(logits, labels, last=None, running=None):
                          f"expected ({n},) for logits of shape {tuple(logits.shape)}")
     p = cuda.device_array_like(logits)
     losses = cuda.device_array(n, dtype=np.float64)
-    blocks, threads = grid_1d(n, 128)
+    blocks, threads = grid_1d(n)
     _softmax_rows[blocks, threads](logits, p, labels, True, losses)
     if last is None:
         last = cuda.device_array(1, dtype=np.float64)
     acc = running if running is not None else last
-    _mean_into[1, 256](losses, 1.0 / max(n, 1), last, acc, running is not None)
+    _mean_into[1, TPB_1D](losses, 1.0 / max(n, 1), last, acc, running is not None)
     return last, p
 
 
@@ -255,14 +253,14 @@ def softmax_xent(logits, labels):
 @cuda.jit
 def _mean_into(x, scale, last, running, accumulate):
     """Single-block tree reduction: last[0] = scale * sum(x); running[0] += it if asked."""
-    buf = cuda.shared.array(256, float64)
+    buf = cuda.shared.array(TPB_1D, float64)
     t = cuda.threadIdx.x
     acc = 0.0
-    for i in range(t, x.size, 256):
+    for i in range(t, x.size, TPB_1D):
         acc += x[i]
     buf[t] = acc
     cuda.syncthreads()
-    s = 128
+    s = TPB_1D // 2  # TPB_1D is a power of two
     while s > 0:
         if t < s:
             buf[t] += buf[t + s]

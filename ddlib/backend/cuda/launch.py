@@ -21,11 +21,17 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from numba import cuda
+from numba import config, cuda
 
 WARP = 32  # threads that the hardware issues together (one instruction, 32 lanes)
-TPB_1D = 256  # threads per block for elementwise kernels (8 warps)
 TILE = 16  # edge of the square shared-memory tile in the tiled matmul (256 threads)
+
+# The simulator runs one Python thread per CUDA thread, so there the elementwise
+# kernels (which guard their index and work with any block size) use one-warp blocks;
+# on a GPU a block of 8 warps keeps a multiprocessor busy.
+SIMULATOR = bool(config.ENABLE_CUDASIM)
+TPB_1D = WARP if SIMULATOR else 256  # threads per block for elementwise kernels
+ROWS_COLS = (4, 8) if SIMULATOR else (8, 32)  # (rows, cols) block for row-wise 2-D kernels
 
 
 def grid_1d(n: int, tpb: int = TPB_1D):
@@ -36,6 +42,14 @@ def grid_1d(n: int, tpb: int = TPB_1D):
 def grid_2d(rows: int, cols: int, tile: int = TILE):
     """((blocks_x, blocks_y), (tile, tile)) covering a rows x cols output, x along columns."""
     return (max(1, (cols + tile - 1) // tile), max(1, (rows + tile - 1) // tile)), (tile, tile)
+
+
+def grid_rows_cols(rows: int, cols: int):
+    """(blocks, threads) for a 2-D kernel indexed (i, j) = cuda.grid(2) over an (rows, cols)
+    array, x along rows and y along columns: the 32 (or 8) threads of a block row differ
+    in j, so a warp touches neighbouring addresses of a row (coalesced)."""
+    tr, tc = ROWS_COLS
+    return (max(1, (rows + tr - 1) // tr), max(1, (cols + tc - 1) // tc)), (tr, tc)
 
 
 @dataclass(frozen=True)

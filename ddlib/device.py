@@ -1,0 +1,370 @@
+"""Host and GPU: explicit moves, and a training step that never leaves the GPU (Sec. 3.7.1).
+
+Nothing in ddlib copies between host memory and the GPU behind your back.  Three
+functions make every move visible:
+
+* ``to_device(x)`` copies a NumPy array to the GPU (or moves a whole model's parameters
+  and gradient buffers there) and returns it;
+* ``to_host(x)`` copies a device array back to a NumPy array (or moves a model back);
+* ``backend_of(x)`` says where an array lives ('cuda' or 'numpy'), or, for a model,
+  where its parameters live ('cuda', 'numpy' or 'mixed').
+
+The cuda kernels refuse host arrays with a TypeError that names the argument, so a
+forgotten move fails loudly instead of costing a hidden copy on every call.
+
+``DeviceTrainer`` runs forward pass, loss, backward pass and the optimizer's fused update
+with the data already on the GPU.  A step launches kernels and returns; the only value
+that ever comes back is the loss (one small copy), and only when asked for.  Order of
+set-up: move the model first, then build the optimizer, so its state (momentum buffers)
+is allocated on the GPU too::
+
+    import ddlib
+    from ddlib import layers, losses, optim
+    from ddlib.device import DeviceTrainer, to_device
+
+    net = to_device(layers.mlp([784, 512, 512, 10], rng=0, dtype="float32"))
+    with ddlib.use_backend("cuda"):
+        opt = optim.Optimizer(net, optim.momentum(0.01, 0.9))
+    trainer = DeviceTrainer(net, losses.SoftmaxCrossEntropy(), opt)
+    X, y = trainer.put_data(X_train, y_train)      # validated on the host, copied once
+    for epoch in range(5):
+        print(trainer.fit_epoch(X, y, batch_size=1024, rng=rng))   # one copy per epoch
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+
+from .backend import backend_of as _array_backend_of
+from .backend import get_backend, use_backend
+from .errors import check_int, check_labels
+
+__all__ = ["to_device", "to_host", "backend_of", "DeviceTrainer"]
+
+
+def _is_model(x) -> bool:
+    return hasattr(x, "named_parameters") and hasattr(x, "to")
+
+
+def _is_device(x) -> bool:
+    return hasattr(x, "copy_to_host") and not isinstance(x, np.ndarray)
+
+
+def backend_of(x) -> str:
+    """Where ``x`` lives: 'cuda' (GPU) or 'numpy' (host); a model may also be 'mixed'.
+
+    >>> import numpy as np
+    >>> backend_of(np.zeros(3))
+    'numpy'
+    """
+    if _is_model(x):
+        places = set()
+        for _, layer, k in x.named_parameters():
+            places.add(_array_backend_of(layer.params[k]))
+            places.add(_array_backend_of(layer.grads[k]))
+        if not places:
+            return "numpy"
+        return places.pop() if len(places) == 1 else "mixed"
+    return _array_backend_of(x)
+
+
+def to_device(x, dtype=None):
+    """Copy an array to the GPU, or move a model (parameters and gradients) there.
+
+    Arrays: returns a device array (a device array passes through unchanged; ``dtype``
+    casts on the host before the copy).  Models: moves them in place and returns them.
+    Raises ``BackendUnavailable`` (with the reason) on a machine without a usable GPU.
+    """
+    be = get_backend("cuda")
+    if _is_model(x):
+        if dtype is not None:
+            raise TypeError("to_device(model, dtype=...): build the model with the dtype "
+                            "you want; a model is moved, not cast")
+        return x.to("cuda")
+    if hasattr(x, "rule") and hasattr(x, "state"):
+        raise TypeError("to_device(optimizer): move the model first, then build the "
+                        "Optimizer; its state is then allocated on the GPU")
+    if _is_device(x):
+        return be.asarray(x, dtype=dtype)
+    return be.asarray(np.asarray(x), dtype=dtype)
+
+
+def to_host(x):
+    """Copy a device array back to a NumPy array, or move a model back to host arrays.
+
+    Host arrays pass through (as NumPy arrays); models are moved in place and returned.
+    """
+    if _is_model(x):
+        return x.to("numpy")
+    if _is_device(x):
+        return x.copy_to_host()
+    return np.asarray(x)
+
+
+# ------------------------------------------------------------------- optimizer glue
+# kernels whose answer the host needs to decide what to do next (gradient clipping by
+# norm compares the norm with the threshold on the host): each call is a round trip
+_HOST_READS = ("sum_squares", "clip_value")
+
+
+class _FlagSteps:
+    """Stands in for the cuda backend inside ``rule.fused``: every ``*_step`` kernel
+    records non-finite gradients in the trainer's device flags (one int32 per parameter)
+    instead of copying a fresh flag to the GPU and back for each parameter.
+
+    Three ways, best first:
+
+    1. the step accepts ``bad=`` (a device flag array of shape (1,)) itself;
+    2. the step launches through its module's ``_launch(kernel, w, *args)`` helper,
+       which is swapped for the duration of the call for one that passes our flag and
+       reads nothing back (a bridge until every step takes ``bad=``);
+    3. otherwise the step runs as it is, and its round trip is counted in ``round_trips``.
+    """
+
+    def __init__(self, be, flags):
+        from .backend.cuda import optim as cuda_optim
+
+        self._be = be
+        self._flags = flags
+        self._mod = cuda_optim
+        self._index: dict[int, int] = {}
+        self._cache: dict[str, object] = {}
+        self.round_trips = 0
+
+    def bind(self, params: dict):
+        self._index = {id(p): i for i, p in enumerate(params.values())}
+
+    def __getattr__(self, name):
+        fn = getattr(self._be, name)
+        if name in _HOST_READS:
+            return self._counted(fn)
+        if not name.endswith("_step"):
+            return fn
+        if name not in self._cache:
+            self._cache[name] = self._wrap(fn)
+        return self._cache[name]
+
+    def _bridge_ok(self):
+        launch = getattr(self._mod, "_launch", None)
+        if launch is None:
+            return False
+        p = list(inspect.signature(launch).parameters.values())
+        return (len(p) == 3 and [q.name for q in p[:2]] == ["kernel", "w"]
+                and p[2].kind is inspect.Parameter.VAR_POSITIONAL)
+
+    def _wrap(self, fn):
+        from .backend.cuda.launch import grid_1d
+
+        if "bad" in inspect.signature(fn).parameters:
+            def with_flag(w, *args, **kw):
+                i = self._index.get(id(w))
+                if i is None:
+                    self.round_trips += 1
+                    return fn(w, *args, **kw)
+                fn(w, *args, bad=self._flags[i:i + 1], **kw)
+                return False
+
+            return with_flag
+
+        if self._bridge_ok():
+            mod = self._mod
+
+            def bridged(w, *args, **kw):
+                i = self._index.get(id(w))
+                if i is None:
+                    self.round_trips += 1
+                    return fn(w, *args, **kw)
+                flag = self._flags[i:i + 1]
+
+                def launch(kernel, w_, *kargs):
+                    blocks, threads = grid_1d(w_.size)
+                    kernel[blocks, threads](*kargs, flag)
+                    return False
+
+                saved = mod._launch
+                mod._launch = launch
+                try:
+                    fn(w, *args, **kw)
+                finally:
+                    mod._launch = saved
+                return False
+
+            return bridged
+
+        return self._counted(fn)
+
+    def _counted(self, fn):
+        def counted(*args, **kw):
+            self.round_trips += 1
+            return fn(*args, **kw)
+
+        return counted
+
+
+def _walk_arrays(tree):
+    if isinstance(tree, dict):
+        for v in tree.values():
+            yield from _walk_arrays(v)
+    elif isinstance(tree, (tuple, list)):
+        for v in tree:
+            yield from _walk_arrays(v)
+    elif isinstance(tree, np.ndarray) or _is_device(tree):
+        yield tree
+
+
+class DeviceTrainer:
+    """Training steps with model, data, loss and optimizer state all on the GPU.
+
+    ``step(xb, yb)`` runs forward, softmax cross-entropy (Eqs. 3.20-3.22), backward and
+    the optimizer's fused update; it copies nothing back unless ``return_loss=True``,
+    in which case one small array (loss and non-finite flags) comes back.  Non-finite
+    gradients are counted on the GPU per parameter and reported (``NonFiniteGradient``
+    naming the parameter) whenever the status is read: by ``step(return_loss=True)``,
+    ``check()`` or ``fit_epoch``.
+
+    model:     a Layer/Sequential already moved with ``to_device``
+    loss:      ``ddlib.losses.SoftmaxCrossEntropy`` (the loss the cuda backend fuses)
+    optimizer: ``ddlib.optim.Optimizer`` built after the move, with a fused rule
+    """
+
+    def __init__(self, model, loss, optimizer):
+        from .backend.cuda import core as cuda_core
+        from .losses import SoftmaxCrossEntropy
+        from .optim.base import Optimizer
+
+        be = get_backend("cuda")
+        where = backend_of(model)
+        if where != "cuda":
+            raise TypeError(f"DeviceTrainer: the model's parameters live on {where!r}; "
+                            "call ddlib.device.to_device(model) before building the optimizer")
+        if not isinstance(loss, SoftmaxCrossEntropy):
+            raise TypeError(f"DeviceTrainer: loss must be SoftmaxCrossEntropy (the loss with a "
+                            f"device kernel), got {type(loss).__name__}")
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"DeviceTrainer: optimizer must be a ddlib.optim.Optimizer, "
+                            f"got {type(optimizer).__name__}")
+        if not optimizer.use_fused:
+            raise ValueError(f"DeviceTrainer: rule {optimizer.rule.name!r} has no fused kernel "
+                             "(or fused=False was asked); on the GPU only fused rules run "
+                             "without host copies")
+        if optimizer.model is not model:
+            raise ValueError("DeviceTrainer: the optimizer was built for a different model")
+        on_host = [a for a in _walk_arrays(optimizer.state) if not _is_device(a)]
+        if on_host:
+            raise TypeError("DeviceTrainer: the optimizer's state holds host arrays; build the "
+                            "Optimizer after to_device(model) so its state lives on the GPU")
+        self.model, self.loss, self.optimizer = model, loss, optimizer
+        self._be = be
+        self._core = cuda_core
+        self.names = list(optimizer.params())
+        self._flags = be.zeros(len(self.names), np.int32)
+        self._last = be.zeros(1, np.float64)
+        self._running = be.zeros(1, np.float64)
+        self._status = be.empty(2 + len(self.names), np.float64)
+        self._steps = _FlagSteps(be, self._flags)
+        self.steps = 0  # steps run by this trainer
+        self._running_steps = 0
+
+    @property
+    def round_trips(self) -> int:
+        """Optimizer kernels that had to copy a flag back (0 when every step is flag-aware)."""
+        return self._steps.round_trips
+
+    def step(self, xb, yb, return_loss=False):
+        """One training step on a device batch; returns the loss only if ``return_loss``."""
+        self._core._need_device("DeviceTrainer.step", xb=xb, yb=yb)
+        opt = self.optimizer
+        with use_backend("cuda"):
+            out = self.model.forward(xb, train=True)
+            _, probs = self._core.softmax_xent_device(out, yb, self._last, self._running)
+            self.model.backward(self._core.softmax_xent_backward(probs, yb), need_dx=False)
+            params, grads = opt.params(), opt.grads()
+            # lookahead rules (Nesterov) update the iterate W and write the lookahead
+            # point into the model's parameters, exactly as Optimizer.step does
+            w = opt.iterate_params()
+            point = params if opt.iterate is not None else None
+            self._steps.bind(w)
+            opt.state, bad = opt.rule.fused(self._steps, w, grads, opt.state, point)
+        if bad:
+            from .optim.base import NonFiniteGradient
+
+            raise NonFiniteGradient(bad[0], opt.steps)
+        opt.steps += 1
+        self.steps += 1
+        self._running_steps += 1
+        if return_loss:
+            return self.check()
+        return None
+
+    def _read_status(self):
+        self._core.pack_status(self._last, self._running, self._flags, self._status)
+        return self._status.copy_to_host()
+
+    def check(self) -> float:
+        """Copy the status back (one small array): raise ``NonFiniteGradient`` if any
+        gradient held NaN/inf since the last check, else return the last batch loss."""
+        status = self._read_status()
+        self._raise_if_bad(status)
+        return float(status[0])
+
+    def _raise_if_bad(self, status):
+        bad = [n for n, c in zip(self.names, status[2:]) if c > 0]
+        if bad:
+            from .optim.base import NonFiniteGradient
+
+            self._be.fill(self._flags, 0)
+            raise NonFiniteGradient(bad[0], self.optimizer.steps - 1)
+
+    def put_data(self, X, y):
+        """Validate (X, y) on the host and copy both to the GPU once; returns device arrays."""
+        X = np.asarray(X)
+        if X.ndim != 2:
+            raise ValueError(f"put_data: X must be 2-D (n, d), got shape {X.shape}")
+        first = next(iter(self.optimizer.params().values()))
+        if X.dtype != first.dtype:
+            raise TypeError(f"put_data: X is {X.dtype} but the model is {first.dtype}; "
+                            f"cast X (X.astype({str(first.dtype)!r})) before the copy")
+        if not np.isfinite(X).all():
+            raise ValueError("put_data: X contains NaN or inf")
+        n_classes = _n_outputs(self.model)
+        y = check_labels("y", y, X.shape[0], n_classes if n_classes else np.iinfo(np.int64).max)
+        return to_device(X), to_device(y)
+
+    def fit_epoch(self, X, y, batch_size, rng) -> float:
+        """One shuffled pass over device-resident (X, y); returns the mean batch loss.
+
+        Host traffic per epoch: the shuffled index order goes to the GPU once, and the
+        status (loss sum and flags) comes back once at the end.  ``rng`` is a
+        ``numpy.random.Generator`` (or a seed) that shuffles the order.
+        """
+        from .init import as_rng
+
+        self._core._need_device("fit_epoch", X=X, y=y)
+        batch_size = check_int("batch_size", batch_size)
+        n = X.shape[0]
+        order = to_device(as_rng(rng).permutation(n).astype(np.int64))
+        self._be.fill(self._running, 0.0)
+        self._running_steps = 0
+        take = self._core.take_rows
+        for i in range(0, n, batch_size):
+            idx = order[i:min(i + batch_size, n)]
+            self.step(take(X, idx), take(y, idx))
+        status = self._read_status()
+        self._raise_if_bad(status)
+        return float(status[1]) / max(self._running_steps, 1)
+
+    def running_loss(self) -> float:
+        """Mean of the batch losses since the last ``fit_epoch`` began (one small copy)."""
+        status = self._read_status()
+        return float(status[1]) / max(self._running_steps, 1)
+
+
+def _n_outputs(model):
+    """Width of the model's last Linear layer (for label range checks), or None."""
+    last = None
+    for _, layer, k in model.named_parameters():
+        if k == "W" and hasattr(layer, "d_out"):
+            last = layer.d_out
+    return last
