@@ -144,14 +144,14 @@ def _make_blocked(dtype, cfg: BlockConfig):
     B_LOADS = (BK * BN) // NT
     # A is staged transposed (k-major) so a thread's TM values sit in one row of
     # shared memory; the padding spreads a warp's transposing stores over the banks.
-    PAD = 4
+    SA_W = BM + 4  # a compile-time constant: shared-array shapes must be literals
 
     @cuda.jit
     def blocked(a, b, c):
         """Each thread accumulates a TM x TN patch in registers; rows ty + i*TY and
         columns tx + j*TX, so neighbouring threads own neighbouring columns (conflict-free
         shared reads, coalesced stores)."""
-        sa = cuda.shared.array((BK, BM + PAD), dtype)
+        sa = cuda.shared.array((BK, SA_W), dtype)
         sb = cuda.shared.array((BK, BN), dtype)
         acc = cuda.local.array((TM, TN), dtype)
         fa = cuda.local.array(TM, dtype)
