@@ -122,7 +122,7 @@ def _grid(name, formula, xlim, ylim, n):
     if s is None or s.formula != formula:
         return None
     X, Y, Z = s.grid(n, xlim, ylim)
-    return X, Y, Z, s.levels(Z)
+    return X, Y, Z, s.levels(Z, 14)
 
 
 def _contour(ax, s, xlim, ylim, n=120):
@@ -131,10 +131,10 @@ def _contour(ax, s, xlim, ylim, n=120):
     cached = _grid(*key, n)
     if cached is None:
         X, Y, Z = s.grid(n, xlim, ylim)
-        levels = s.levels(Z)
+        levels = s.levels(Z, 14)
     else:
         X, Y, Z, levels = cached
-    ax.contour(X, Y, Z, levels=levels, cmap="viridis", linewidths=0.6, alpha=0.7)
+    ax.contour(X, Y, Z, levels=levels, cmap="viridis", linewidths=0.6)
     for m in s.minima:
         ax.plot(*m, marker="*", color="k", ms=10, ls="none", zorder=5)
 
@@ -161,7 +161,9 @@ def plot_race(surface, paths, fig=None, title=None):
         color = _COLORS.get(name)
         pts = p.points
         label = f"{name}: {p.status}" if p.diverged else name
-        ax_c.plot(pts[:, 0], pts[:, 1], ".-", color=color, lw=1.2, ms=2.5, label=name)
+        # dots mark the steps while they can still be told apart; long paths are lines only
+        ax_c.plot(pts[:, 0], pts[:, 1], ".-" if len(pts) <= 120 else "-", color=color, lw=1.2,
+                  ms=2.5, label=name)
         steps = np.arange(len(p.losses))
         if s.floor is not None:
             y = np.maximum(p.losses - s.floor, 1e-16)
@@ -300,8 +302,9 @@ def optimizer_race(surface="rosenbrock", rules=("sgd", "momentum", "nesterov", "
     are cached, so returning to earlier settings is instant).  Returns the top widget.
     """
     import ipywidgets as w
-    import matplotlib.pyplot as plt
     from IPython.display import display
+    from matplotlib.figure import Figure  # not pyplot's: the widget's figures are never
+    # shown again by the notebook's inline backend when the cell ends
 
     d = SURFACE_DEFAULTS[surface]
     s = surfaces.get(surface)
@@ -337,8 +340,7 @@ def optimizer_race(surface="rosenbrock", rules=("sgd", "momentum", "nesterov", "
                 print("pick at least one rule")
                 return
             if fig2d["fig"] is None:
-                with plt.ioff():
-                    fig2d["fig"] = plt.figure(figsize=(10, 4))
+                fig2d["fig"] = Figure(figsize=(10, 4))
             fig, _ = race_figure(surf_w.value, rules_w.value, lr_w.value, alr_w.value,
                                  beta_w.value, rho_w.value, (x0_w.value, y0_w.value),
                                  steps_w.value, fig=fig2d["fig"])
@@ -384,10 +386,7 @@ def optimizer_race(surface="rosenbrock", rules=("sgd", "momentum", "nesterov", "
             res = mlp_race(rules_w.value, mlr_w.value, malr_w.value, beta_w.value, rho_w.value,
                            ep_w.value, hid_w.value)
             out_mlp.clear_output(wait=True)
-            with plt.ioff():
-                fig = plot_mlp_race(res)
-            display(fig)
-            plt.close(fig)
+            display(plot_mlp_race(res, fig=Figure(figsize=(10, 3.6))))
 
     go.on_click(train_mlp)
     tab2 = w.VBox([w.HBox([w.VBox([mlr_w, malr_w]), w.VBox([ep_w, hid_w, go])]),
