@@ -1,0 +1,44 @@
+"""benchmarks/gpu.py: refuses politely without a GPU; its code paths run on the simulator."""
+
+import json
+
+import pytest
+
+from tests.conftest import SIMULATOR
+
+
+def test_import_touches_no_gpu_and_main_explains(capsys):
+    import benchmarks.gpu as g  # importing must not need a GPU
+    from ddlib.backend import cuda_unavailable_reason
+
+    if not SIMULATOR and cuda_unavailable_reason() is None:
+        pytest.skip("a GPU is present: the refusal path is not reachable")
+    assert g.main([]) == 2
+    err = capsys.readouterr().err
+    assert "benchmarks.gpu:" in err and ("needs an NVIDIA GPU" in err or "simulator" in err)
+
+
+def test_device_slug():
+    from benchmarks.gpu import _slug
+
+    assert _slug("NVIDIA H100 80GB HBM3") == "nvidia-h100-80gb-hbm3"
+    assert _slug("???") == "gpu"
+
+
+@pytest.mark.cuda
+@pytest.mark.slow
+def test_smoke_run_writes_every_section(cuda_be, tmp_path, capsys):
+    import benchmarks.gpu as g
+
+    out = tmp_path / "gpu.json"
+    assert g.main(["--smoke", "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["meta"]["device"] == "CUDA simulator" and doc["meta"]["mode"].startswith("smoke")
+    variants = [r["variant"] for r in doc["rows"]]
+    for method in ("naive", "tiled", "blocked"):
+        assert f"ddlib {method}" in variants
+    assert "device-to-device copy" in variants
+    assert any(v.startswith("fused") and "DeviceTrainer" in v for v in variants)
+    mlp = [r for r in doc["rows"] if r["workload"].startswith("mlp step")]
+    assert len(mlp) == 3 and all(r["seconds"] > 0 for r in mlp)
+    assert all(r.get("max_rel_err", 0) < 1e-5 for r in doc["rows"])
