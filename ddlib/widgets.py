@@ -284,9 +284,12 @@ def plot_mlp_race(results, fig=None):
         ax_te.plot(ep, r.test_loss, "o-", color=color, ms=3, label=label)
     ax_tr.set_title("training loss", fontsize=9)
     ax_te.set_title("test loss", fontsize=9)
+    from matplotlib.ticker import MaxNLocator
+
     for ax in (ax_tr, ax_te):
         ax.set_xlabel("epoch")
         ax.set_yscale("log")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_tr.set_ylabel("cross-entropy")
     ax_te.legend(fontsize=8)
     fig.tight_layout()
