@@ -60,3 +60,26 @@ __all__ = [
     "softmax_jacobian",
     "TiedAutoencoder",
 ]
+
+# batch normalization (Sec. 3.6)
+from .batchnorm import (  # noqa: E402
+    BatchNorm,
+    batchnorm_backward,
+    batchnorm_forward,
+    bn_mlp,
+    estimate_population_statistics,
+)
+
+__all__ += [
+    "BatchNorm",
+    "batchnorm_backward",
+    "batchnorm_forward",
+    "bn_mlp",
+    "estimate_population_statistics",
+]
+
+# maxout and a learnable leaky ReLU (Sec. 3.4.3)
+from .maxout import Maxout, PReLU, maxout_backward, maxout_forward, prelu_backward, prelu_forward  # noqa: E402,E501
+
+__all__ += ["Maxout", "PReLU", "maxout_backward", "maxout_forward", "prelu_backward",
+            "prelu_forward"]

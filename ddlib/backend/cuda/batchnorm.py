@@ -12,7 +12,7 @@ import math
 import numpy as np
 from numba import cuda, float64
 
-from .launch import grid_1d
+from .launch import TPB_1D, grid_1d
 
 __all__ = [
     "batchnorm_stats",
@@ -255,7 +255,8 @@ def batchnorm_backward_recursive(g, x, gamma, mean, var, eps, dx=None, dgamma=No
 
 
 def batchnorm_running_update(run_mean, run_var, mean, var, momentum, m):
-    blocks, threads = grid_1d(run_mean.size)
+    # no wider than the vector: idle threads cost real time on the simulator
+    blocks, threads = grid_1d(run_mean.size, min(TPB_1D, max(1, run_mean.size)))
     _running[blocks, threads](run_mean, run_var, mean, var, float(momentum),
                               float(m) / (m - 1.0))
 
