@@ -108,7 +108,8 @@ class LaunchPlan:
         each = "1 output" if (pr, pc) == (1, 1) else f"a {pr} x {pc} tile of outputs"
         return (f"{self.rows} x {self.cols} = {self.work:,} outputs; each thread computes {each}; "
                 f"grid {bx} x {by} = {self.n_blocks:,} blocks of {tx} x {ty} = "
-                f"{self.threads_per_block} threads ({self.warps_per_block} warps) -> "
+                f"{self.threads_per_block} threads ({self.warps_per_block} "
+                f"warp{'s' if self.warps_per_block != 1 else ''}) -> "
                 f"{self.n_threads:,} threads launched, {self.busy_threads:,} busy, "
                 f"{self.n_threads - self.busy_threads:,} idle")
 
