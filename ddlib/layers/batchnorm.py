@@ -445,13 +445,14 @@ def batch_noise(model, X, index, n_batches=20, batch_size=32, seed=0):
 
 
 def lr_sweep(make_model, make_optimizer, lrs, X, y, steps, batch_size=60, seed=0,
-             max_loss=1e3):
-    """Train a fresh model for ``steps`` at each rate; report which rates stay stable.
+             max_loss=1e3, learned=0.5):
+    """Train a fresh model for ``steps`` at each rate; report which rates train stably.
 
     ``make_model()`` builds a network, ``make_optimizer(model, lr)`` its optimizer.  A run
     is *stable* when no batch loss is non-finite or above ``max_loss`` and the mean loss
-    of its last tenth of steps is below the loss of its first step (it learned instead
-    of blowing up or stalling).  Returns a list of dicts (lr, stable, final_loss).
+    of its last tenth of steps is below ``learned`` times the loss of its first step (it
+    learned, instead of blowing up, oscillating or stalling on saturated units).  Returns
+    a list of dicts (lr, stable, final_loss).
     """
     from ..losses import SoftmaxCrossEntropy
 
@@ -465,7 +466,7 @@ def lr_sweep(make_model, make_optimizer, lrs, X, y, steps, batch_size=60, seed=0
                                     steps, batch_size=batch_size, seed=seed,
                                     max_loss=max_loss)
             tail = float(np.mean(run.loss[-max(1, steps // 10):]))
-            stable = math.isfinite(tail) and tail < run.loss[0]
+            stable = math.isfinite(tail) and tail < learned * run.loss[0]
         except (DivergenceError, FloatingPointError):
             tail, stable = math.inf, False
         out.append(dict(lr=lr, stable=stable, final_loss=tail))
@@ -473,10 +474,6 @@ def lr_sweep(make_model, make_optimizer, lrs, X, y, steps, batch_size=60, seed=0
 
 
 def largest_stable_lr(sweep):
-    """The largest rate of an ``lr_sweep`` result below which every rate was stable."""
-    best = None
-    for row in sorted(sweep, key=lambda r: r["lr"]):
-        if not row["stable"]:
-            break
-        best = row["lr"]
-    return best
+    """The largest rate of an ``lr_sweep`` result that trained stably (None if none did)."""
+    stable = [row["lr"] for row in sweep if row["stable"]]
+    return max(stable) if stable else None

