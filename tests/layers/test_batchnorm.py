@@ -387,10 +387,13 @@ def test_lr_sweep_and_largest_stable_rate():
     assert largest_stable_lr([dict(lr=1.0, stable=False)]) is None
     x, _ = data(60, 4, seed=16)
     y = (x[:, 1] > 2.0).astype(np.int64)
-    rows = lr_sweep(lambda: bn_mlp([4, 6, 2], placement="none", activation="relu", rng=0),
+    # too small a rate does not learn in 20 steps, a moderate one does, a huge one blows up
+    rows = lr_sweep(lambda: bn_mlp([4, 6, 2], placement="pre", activation="relu", rng=0),
                     lambda net, lr: optim.Optimizer(net, optim.sgd(lr)),
-                    [0.1, 1e4], x, y, steps=20, batch_size=10)
-    assert [r["stable"] for r in rows] == [True, False]
+                    [0.01, 0.5, 1e4], x, y, steps=20, batch_size=10)
+    assert [r["stable"] for r in rows] == [False, True, False]
+    assert rows[2]["final_loss"] == np.inf
+    assert largest_stable_lr(rows) == 0.5
 
 
 @pytest.mark.skipif(SIMULATOR, reason="host-only check")
