@@ -22,7 +22,7 @@ export HYPOTHESIS_STORAGE_DIRECTORY := $(STATE)/hypothesis
 NBVAL_FLAGS := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
                --nbval-cell-timeout 300 -p no:cacheprovider
 
-.PHONY: setup lab test test-unit test-cudasim test-notebooks notebooks bench bench-gpu lint clean
+.PHONY: setup lab test test-unit test-cudasim test-notebooks ptx-check notebooks bench bench-gpu lint clean
 
 setup: $(STAMP)
 
@@ -50,15 +50,25 @@ test: setup
 	exit $$status
 
 test-unit: setup
-	$(PY) -m pytest tests -q -n 2 -m "not cuda and not gpu" -p no:cacheprovider
+	$(PY) -m pytest tests -q -n 2 -m "not cuda and not gpu and not ptx" -p no:cacheprovider
 
 # The cuda backend's kernels on numba's CUDA simulator (the variable must be set before
 # numba is imported, hence a separate pytest process).
 test-cudasim: setup
-	NUMBA_ENABLE_CUDASIM=1 $(PY) -m pytest tests -q -n 2 -m "cuda and not gpu" -p no:cacheprovider
+	NUMBA_ENABLE_CUDASIM=1 $(PY) -m pytest tests -q -n 2 -m "cuda and not gpu and not ptx" -p no:cacheprovider
 
 test-notebooks: setup
 	PYTHONPATH=tests $(PY) -m pytest $(NBVAL_FLAGS) -p nbval_plugin -q -n 2 --dist loadfile $(NB)
+
+# Every cuda kernel compiled to PTX for a real GPU, no GPU needed; NVIDIA's compiler
+# libraries are a large install, so they come with this target only.
+PTX_STAMP := $(VENV)/.installed-ptx
+$(PTX_STAMP): pyproject.toml $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,ptx]'
+	@touch $(PTX_STAMP)
+
+ptx-check: $(PTX_STAMP)
+	$(PY) -m pytest tests/cuda/test_ptx.py -q -m ptx -p no:cacheprovider
 
 notebooks: setup
 	@for nb in $$(find $(NB) -name '*.ipynb' -not -path '*/.ipynb_checkpoints/*' | sort); do \

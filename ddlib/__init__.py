@@ -31,6 +31,7 @@ __all__ = [
 _SUBMODULES = {
     "backprop",
     "data",
+    "device",
     "diagnostics",
     "errors",
     "gradcheck",

@@ -114,21 +114,14 @@ class _FlagSteps:
     records non-finite gradients in the trainer's device flags (one int32 per parameter)
     instead of copying a fresh flag to the GPU and back for each parameter.
 
-    Three ways, best first:
-
-    1. the step accepts ``bad=`` (a device flag array of shape (1,)) itself;
-    2. the step launches through its module's ``_launch(kernel, w, *args)`` helper,
-       which is swapped for the duration of the call for one that passes our flag and
-       reads nothing back (a bridge until every step takes ``bad=``);
-    3. otherwise the step runs as it is, and its round trip is counted in ``round_trips``.
+    A step that accepts ``bad=`` (a device flag array of shape (1,)) gets the trainer's
+    flag for its parameter and reads nothing back; any other call runs as it is, and its
+    round trip is counted in ``round_trips``.
     """
 
     def __init__(self, be, flags):
-        from .backend.cuda import optim as cuda_optim
-
         self._be = be
         self._flags = flags
-        self._mod = cuda_optim
         self._index: dict[int, int] = {}
         self._cache: dict[str, object] = {}
         self.round_trips = 0
@@ -146,17 +139,7 @@ class _FlagSteps:
             self._cache[name] = self._wrap(fn)
         return self._cache[name]
 
-    def _bridge_ok(self):
-        launch = getattr(self._mod, "_launch", None)
-        if launch is None:
-            return False
-        p = list(inspect.signature(launch).parameters.values())
-        return (len(p) == 3 and [q.name for q in p[:2]] == ["kernel", "w"]
-                and p[2].kind is inspect.Parameter.VAR_POSITIONAL)
-
     def _wrap(self, fn):
-        from .backend.cuda.launch import grid_1d
-
         if "bad" in inspect.signature(fn).parameters:
             def with_flag(w, *args, **kw):
                 i = self._index.get(id(w))
@@ -167,31 +150,6 @@ class _FlagSteps:
                 return False
 
             return with_flag
-
-        if self._bridge_ok():
-            mod = self._mod
-
-            def bridged(w, *args, **kw):
-                i = self._index.get(id(w))
-                if i is None:
-                    self.round_trips += 1
-                    return fn(w, *args, **kw)
-                flag = self._flags[i:i + 1]
-
-                def launch(kernel, w_, *kargs):
-                    blocks, threads = grid_1d(w_.size)
-                    kernel[blocks, threads](*kargs, flag)
-                    return False
-
-                saved = mod._launch
-                mod._launch = launch
-                try:
-                    fn(w, *args, **kw)
-                finally:
-                    mod._launch = saved
-                return False
-
-            return bridged
 
         return self._counted(fn)
 

@@ -206,61 +206,69 @@ def _f(x):
     return x.reshape(x.size)
 
 
-def _launch(kernel, w, *args):
-    """Run ``kernel`` over w.size threads with a fresh non-finite counter; True if it counted."""
-    bad = _flag()
+def _launch(kernel, w, *args, bad=None):
+    """Run ``kernel`` over w.size threads, counting non-finite gradient entries.
+
+    Without ``bad`` a fresh counter is made and read back: True if it counted anything.
+    With ``bad`` (a (1,) int32 device array) the kernel adds to it and nothing is read
+    back, so a whole training step can stay on the device (``ddlib.device.DeviceTrainer``
+    reads all counters once, when it is asked).
+    """
+    own = bad is None
+    flag = _flag() if own else bad
     blocks, threads = grid_1d(w.size)
-    kernel[blocks, threads](*args, bad)
-    return bool(bad.copy_to_host()[0])
+    kernel[blocks, threads](*args, flag)
+    return bool(flag.copy_to_host()[0]) if own else False
 
 
-def sgd_step(w, g, lr):
-    return _launch(_sgd, w, _f(w), _f(g), w.dtype.type(lr))
+def sgd_step(w, g, lr, bad=None):
+    return _launch(_sgd, w, _f(w), _f(g), w.dtype.type(lr), bad=bad)
 
 
-def momentum_step(w, v, g, lr, beta):
+def momentum_step(w, v, g, lr, beta, bad=None):
     t = w.dtype.type
-    return _launch(_momentum, w, _f(w), _f(v), _f(g), t(lr), t(beta), _f(w), False)
+    return _launch(_momentum, w, _f(w), _f(v), _f(g), t(lr), t(beta), _f(w), False, bad=bad)
 
 
-def nesterov_step(w, v, g, lr, beta, point=None):
+def nesterov_step(w, v, g, lr, beta, point=None, bad=None):
     t = w.dtype.type
     p = w if point is None else point
-    return _launch(_momentum, w, _f(w), _f(v), _f(g), t(lr), t(beta), _f(p), point is not None)
+    return _launch(_momentum, w, _f(w), _f(v), _f(g), t(lr), t(beta), _f(p), point is not None,
+                   bad=bad)
 
 
-def delta_bar_delta_step(w, bar, gain, g, lr, kappa, phi, theta):
+def delta_bar_delta_step(w, bar, gain, g, lr, kappa, phi, theta, bad=None):
     t = w.dtype.type
     return _launch(_delta_bar_delta, w, _f(w), _f(bar), _f(gain), _f(g), t(lr), t(kappa),
-                   t(1 - phi), t(theta), t(1 - theta))
+                   t(1 - phi), t(theta), t(1 - theta), bad=bad)
 
 
-def adagrad_step(w, a, g, lr, eps):
+def adagrad_step(w, a, g, lr, eps, bad=None):
     t = w.dtype.type
-    return _launch(_adagrad, w, _f(w), _f(a), _f(g), t(lr), t(eps))
+    return _launch(_adagrad, w, _f(w), _f(a), _f(g), t(lr), t(eps), bad=bad)
 
 
-def rmsprop_step(w, a, g, lr, rho, eps):
+def rmsprop_step(w, a, g, lr, rho, eps, bad=None):
     t = w.dtype.type
-    return _launch(_rmsprop, w, _f(w), _f(a), _f(g), t(lr), t(rho), t(1 - rho), t(eps))
+    return _launch(_rmsprop, w, _f(w), _f(a), _f(g), t(lr), t(rho), t(1 - rho), t(eps), bad=bad)
 
 
-def rmsprop_nesterov_step(w, v, a, g, lr, beta, rho, eps, point=None):
+def rmsprop_nesterov_step(w, v, a, g, lr, beta, rho, eps, point=None, bad=None):
     t = w.dtype.type
     p = w if point is None else point
     return _launch(_rmsprop_nesterov, w, _f(w), _f(v), _f(a), _f(g), t(lr), t(beta), t(rho),
-                   t(1 - rho), t(eps), _f(p), point is not None)
+                   t(1 - rho), t(eps), _f(p), point is not None, bad=bad)
 
 
-def adadelta_step(w, a, d, g, lr, rho, eps):
+def adadelta_step(w, a, d, g, lr, rho, eps, bad=None):
     t = w.dtype.type
-    return _launch(_adadelta, w, _f(w), _f(a), _f(d), _f(g), t(lr), t(rho), t(1 - rho), t(eps))
+    return _launch(_adadelta, w, _f(w), _f(a), _f(d), _f(g), t(lr), t(rho), t(1 - rho), t(eps), bad=bad)
 
 
-def adam_step(w, f, a, g, lr_t, rho_f, rho, eps):
+def adam_step(w, f, a, g, lr_t, rho_f, rho, eps, bad=None):
     t = w.dtype.type
     return _launch(_adam, w, _f(w), _f(f), _f(a), _f(g), t(lr_t), t(rho_f), t(1 - rho_f),
-                   t(rho), t(1 - rho), t(eps))
+                   t(rho), t(1 - rho), t(eps), bad=bad)
 
 
 def clip_value(g, lo, hi):
