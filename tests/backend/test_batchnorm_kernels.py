@@ -118,6 +118,32 @@ def test_backward_sums_vanish(backend):
     np.testing.assert_allclose((dx * (x - mean)).sum(axis=0), 0.0, atol=1e-11)
 
 
+@pytest.mark.skipif(SIMULATOR, reason="cpu-only")
+@pytest.mark.parametrize("nblocks", [2, 3, 7])
+def test_cpu_column_blocks_match_one_block(dtype, nblocks):
+    """The parallel drivers split the units into blocks; any split gives the same result
+    (large batches take this path; the tests call it directly on a small one)."""
+    from ddlib.backend.cpu import batchnorm as cpu
+
+    x, g, gamma, beta = inputs((37, 300), dtype, seed=15)
+    d = x.shape[1]
+    one = cpu.batchnorm_forward(x, gamma, beta, 1e-5)
+    out, mean, var = np.empty_like(x), np.empty(d, dtype), np.empty(d, dtype)
+    cpu._fwd_par(x, gamma, beta, 1e-5, out, mean, var, nblocks)
+    for a, b in zip((out, mean, var), one):
+        np.testing.assert_array_equal(a, b)
+    m2, v2 = np.empty(d, dtype), np.empty(d, dtype)
+    cpu._stats_par(x, m2, v2, nblocks)
+    np.testing.assert_array_equal(m2, mean)
+    np.testing.assert_array_equal(v2, var)
+    for recursive in (False, True):
+        want = cpu._backward(g, x, gamma, mean, var, 1e-5, recursive, None, None, None)
+        got = [np.empty_like(x), np.empty(d, dtype), np.empty(d, dtype)]
+        cpu._bwd_par(g, x, gamma, mean, var, 1e-5, recursive, *got, nblocks)
+        for a, b in zip(got, want):
+            np.testing.assert_array_equal(a, b)
+
+
 def test_bad_shapes_are_named(backend):
     x = np.ones((4, 3))
     with pytest.raises(ValueError, match=r"gamma.*\(3,\).*\(2,\)"):

@@ -2,7 +2,8 @@
 
 The work is split over blocks of *features* (columns): a unit's mean and variance need
 every example of the batch but no other unit, so each thread owns a block of columns
-from the first row to the last and never waits for another thread.  Inside a block:
+from the first row to the last and never waits for another thread (batches below
+``PARALLEL_MIN`` elements are one block on the calling thread).  Inside a block:
 
 * the statistics take one pass: sums of (v - K) and (v - K)^2 with K the block's first
   row (a shift that keeps the one-pass variance accurate), accumulated in float64;
@@ -32,8 +33,13 @@ __all__ = [
 jit = nb.njit(cache=True)
 pjit = nb.njit(cache=True, parallel=True)
 
-#: Below this many elements the kernels run on the calling thread.
-PARALLEL_MIN = 1 << 15
+#: Below this many elements the kernels run on the calling thread.  Measured on the
+#: 2-core machine this library is developed on: a 512 x 1024 float32 forward + backward
+#: took 0.35 ms (median) on one thread and 0.60 ms on two, and 8192 x 1024 took 14 ms and
+#: 27 ms; the batch sits in the shared L3 cache or saturates memory from one core, and
+#: waking the second thread (twice per step) costs more than it saves whenever anything
+#: else runs.  Only batches beyond 4M elements are split over the threads.
+PARALLEL_MIN = 1 << 22
 #: Narrowest column block worth a thread of its own (a few cache lines per row).
 MIN_COLS = 64
 
