@@ -64,15 +64,16 @@ class MSE(Loss):
         self._cache = None
 
     def forward(self, scores, targets):
-        s = np.asarray(scores)
-        t = np.asarray(targets, dtype=s.dtype)
-        if t.shape != s.shape:
-            raise ValueError(f"{self.name}: targets have shape {t.shape}, scores {s.shape}")
-        diff = s - t
-        self._cache = diff
-        return float(0.5 * np.sum(diff * diff) / s.shape[0])
+        be = get_backend()
+        if backend_of(targets) != "cuda":
+            t = np.asarray(targets, dtype=scores.dtype)
+            if t.shape != tuple(scores.shape):
+                raise ValueError(f"{self.name}: targets have shape {t.shape}, scores {tuple(scores.shape)}")
+            targets = be.asarray(t)
+        value, self._cache = be.mse(scores, targets)
+        return value
 
     def backward(self):
         if self._cache is None:
             raise RuntimeError(f"{self.name}: backward called before forward")
-        return self._cache / self._cache.shape[0]
+        return self._cache

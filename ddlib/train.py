@@ -57,11 +57,12 @@ def predict(model, X, batch_size=1024):
 
 
 def evaluate(model, loss, X, y, batch_size=1024):
-    """(mean loss, accuracy) of a classifier over (X, y)."""
+    """(mean loss, accuracy) over (X, y); accuracy is None unless y holds class labels."""
     scores = predict(model, X, batch_size)
     with use_backend("numpy"):
         value = loss.forward(scores, y)
-    acc = float(np.mean(scores.argmax(axis=1) == y))
+    y = np.asarray(y)
+    acc = float(np.mean(scores.argmax(axis=1) == y)) if y.ndim == 1 else None
     return value, acc
 
 

@@ -163,3 +163,22 @@ def test_check_model_on_every_backend(backend):
     report = check_model(net, SoftmaxCrossEntropy(), x, y, eps=1e-5,
                          n_samples=1 if SIMULATOR else None)
     assert report.passed, report
+
+
+def test_atol_forgives_only_noise_sized_disagreements():
+    net = mlp([3, 4, 2], activation="tanh", rng=0)
+    x = np.random.default_rng(0).normal(size=(4, 3))
+    y = np.array([0, 1, 1, 0])
+    plain = check_model(net, SoftmaxCrossEntropy(), x, y)
+    forgiving = check_model(net, SoftmaxCrossEntropy(), x, y, atol=1e-9)
+    assert forgiving.worst_rho <= plain.worst_rho
+    # a real error is far above any noise level and still fails
+    orig = net[0].backward
+
+    def broken(g, need_dx=True):
+        dx = orig(g, need_dx)
+        net[0].grads["W"][0, 0] *= 1.5
+        return dx
+
+    net[0].backward = broken
+    assert not check_model(net, SoftmaxCrossEntropy(), x, y, atol=1e-9).passed

@@ -72,31 +72,46 @@ class Sequential(Layer):
         for layer in self.layers:
             layer.zero_grad()
 
+    def named_buffers(self, prefix=""):
+        """(qualified name, layer, key) for non-trained state such as BN's running statistics."""
+        out = []
+        for i, layer in enumerate(self.layers):
+            if isinstance(layer, Sequential):
+                out.extend(layer.named_buffers(f"{prefix}{i}."))
+            else:
+                out.extend((f"{prefix}{i}.{k}", layer, k) for k in getattr(layer, "buffers", {}))
+        return out
+
+    def _entries(self):
+        return ([(n, layer.params, k) for n, layer, k in self.named_parameters()]
+                + [(n, layer.buffers, k) for n, layer, k in self.named_buffers()])
+
     def state_dict(self):
-        """Host copies of every parameter, keyed by qualified name."""
-        from ..backend import get_backend
+        """Host copies of every parameter and buffer, keyed by qualified name."""
+        from ..backend import backend_of, get_backend
 
         out = {}
-        for n, layer, k in self.named_parameters():
-            v = layer.params[k]
-            out[n] = np.array(v) if isinstance(v, np.ndarray) else get_backend("cuda").to_numpy(v)
+        for n, store, k in self._entries():
+            v = store[k]
+            out[n] = get_backend("cuda").to_numpy(v) if backend_of(v) == "cuda" else np.array(v)
         return out
 
     def load_state_dict(self, state):
-        """Copy parameters from ``state`` (names and shapes must match)."""
+        """Copy parameters and buffers from ``state`` (names and shapes must match)."""
         from ..backend import backend_of, get_backend
 
-        names = {n for n, _, _ in self.named_parameters()}
+        entries = self._entries()
+        names = {n for n, _, _ in entries}
         missing, extra = names - set(state), set(state) - names
         if missing or extra:
             raise KeyError(f"load_state_dict: missing {sorted(missing)}, unexpected {sorted(extra)}")
-        for n, layer, k in self.named_parameters():
-            cur = layer.params[k]
+        for n, store, k in entries:
+            cur = store[k]
             v = np.asarray(state[n])
             if v.shape != tuple(cur.shape):
                 raise ValueError(f"load_state_dict: {n} has shape {v.shape}, expected {tuple(cur.shape)}")
             if backend_of(cur) == "cuda":
-                layer.params[k] = get_backend("cuda").asarray(v.astype(cur.dtype))
+                store[k] = get_backend("cuda").asarray(v.astype(cur.dtype))
             else:
                 cur[...] = v
         return self

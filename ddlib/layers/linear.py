@@ -13,27 +13,32 @@ from .base import Layer, check_input
 
 
 def linear_forward(x, W, b, be=None):
-    """out = x W + b for x (n, d_in), W (d_in, d_out), b (d_out,); returns (out, cache)."""
+    """out = x W + b for x (n, d_in), W (d_in, d_out), b (d_out,) or None; returns (out, cache)."""
     be = be or get_backend()
-    return be.linear(x, W, b), (x, W)
+    out = be.matmul(x, W) if b is None else be.linear(x, W, b)
+    return out, (x, W)
 
 
-def linear_backward(dout, cache, be=None, dW=None, db=None, need_dx=True):
+def linear_backward(dout, cache, be=None, dW=None, db=None, need_dx=True, with_bias=True):
     """Gradients of a linear layer: dx = dout W^T, dW = x^T dout, db = column sums of dout.
 
     ``dW``/``db`` may be preallocated buffers that are overwritten.  Returns (dx, dW, db);
-    dx is None when ``need_dx`` is False (the first layer's input needs no gradient).
+    dx is None when ``need_dx`` is False (the first layer's input needs no gradient), and
+    db is None when ``with_bias`` is False.
     """
     be = be or get_backend()
     x, W = cache
     dW = be.matmul(x.T, dout, out=dW)
-    db = be.col_sum(dout, out=db)
+    db = be.col_sum(dout, out=db) if with_bias else None
     dx = be.matmul(dout, W.T) if need_dx else None
     return dx, dW, db
 
 
 class Linear(Layer):
     """Fully connected layer with weights W (d_in, d_out) and bias b (d_out,).
+
+    With ``bias=False`` the layer has no ``b`` at all (e.g. before batch normalization,
+    whose beta takes the bias's place, Sec. 3.6).
 
     >>> import numpy as np
     >>> layer = Linear(3, 2, rng=0)
@@ -48,22 +53,21 @@ class Linear(Layer):
         self.d_out = check_int("d_out", d_out)
         rng = as_rng(rng)
         self.params["W"] = initialize(init, (d_in, d_out), rng, dtype)
-        self.params["b"] = np.zeros(d_out, dtype=dtype)
         self.grads["W"] = np.zeros_like(self.params["W"])
-        self.grads["b"] = np.zeros_like(self.params["b"])
-        self.use_bias = bias
+        if bias:
+            self.params["b"] = np.zeros(d_out, dtype=dtype)
+            self.grads["b"] = np.zeros_like(self.params["b"])
+        self.use_bias = bool(bias)
         self._cache = None
 
     def forward(self, x, train=True):
         check_input(self, x, self.d_in)
-        out, self._cache = linear_forward(x, self.params["W"], self.params["b"])
+        out, self._cache = linear_forward(x, self.params["W"], self.params.get("b"))
         return out
 
     def backward(self, g, need_dx=True):
         if self._cache is None:
             raise RuntimeError(f"{self.name}: backward called before forward")
-        dx, _, _ = linear_backward(g, self._cache, dW=self.grads["W"], db=self.grads["b"],
-                                   need_dx=need_dx)
-        if not self.use_bias:
-            get_backend().fill(self.grads["b"], 0.0)
+        dx, _, _ = linear_backward(g, self._cache, dW=self.grads["W"], db=self.grads.get("b"),
+                                   need_dx=need_dx, with_bias=self.use_bias)
         return dx

@@ -221,12 +221,7 @@ def test_classification_losses(backend, n, k, seed):
 
 @SETTINGS
 @given(n=dims, k=dims, seed=seeds)
-def test_mse(backend, request, n, k, seed):
-    if backend.name == "cuda":
-        request.applymarker(pytest.mark.xfail(
-            strict=True, raises=TypeError,
-            reason="ddlib.losses.MSE computes on the host and returns a host gradient, which "
-                   "the cuda kernels refuse"))
+def test_mse(backend, n, k, seed):
     rng = np.random.default_rng(seed)
     gradcheck(backend, Identity(), MSE(), rng.normal(size=(n, k)), rng.normal(size=(n, k)))
 

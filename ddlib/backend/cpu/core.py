@@ -20,6 +20,7 @@ __all__ = [
     "softmax_xent_backward",
     "col_sum",
     "fill",
+    "mse",
 ]
 
 jit = nb.njit(cache=True)
@@ -270,3 +271,22 @@ def col_sum(x, out=None):
 def fill(x, value):
     x[...] = value
     return x
+
+
+@jit
+def _mse(s, t, g):
+    n, m = s.shape
+    inv = 1.0 / n
+    total = 0.0
+    for i in range(n):
+        for j in range(m):
+            d = s[i, j] - t[i, j]
+            total += d * d
+            g[i, j] = d * inv
+    return 0.5 * total * inv
+
+
+def mse(scores, targets):
+    scores, targets = _c(scores), _c(targets)
+    g = np.empty_like(scores)
+    return float(_mse(scores, targets, g)), g

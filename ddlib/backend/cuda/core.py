@@ -29,6 +29,7 @@ __all__ = [
     "softmax_xent_backward",
     "col_sum",
     "fill",
+    "mse",
 ]
 
 
@@ -395,3 +396,33 @@ def pack_status(last, running, flags, status):
     _need_device("pack_status", last=last, running=running, flags=flags, status=status)
     _pack_status[1, 1](last, running, flags, status)
     return status
+
+
+@cuda.jit
+def _mse_rows(s, t, inv, g, rows):
+    """One thread per row: the row's squared error, and (s - t) / n into g."""
+    i = cuda.grid(1)
+    if i < s.shape[0]:
+        acc = 0.0
+        for j in range(s.shape[1]):
+            d = s[i, j] - t[i, j]
+            acc += d * d
+            g[i, j] = d * inv
+        rows[i] = acc
+
+
+def mse(scores, targets):
+    """(0.5 ||s - t||^2 averaged over rows, (s - t) / n); one scalar comes back."""
+    _need_device("mse", scores=scores, targets=targets)
+    _need_float("mse", scores, targets)
+    if tuple(targets.shape) != tuple(scores.shape):
+        raise ValueError(f"mse: targets have shape {tuple(targets.shape)}, "
+                         f"scores {tuple(scores.shape)}")
+    n = scores.shape[0]
+    g = cuda.device_array_like(scores)
+    rows = cuda.device_array(n, dtype=np.float64)
+    blocks, threads = grid_1d(n)
+    _mse_rows[blocks, threads](scores, targets, scores.dtype.type(1.0 / n), g, rows)
+    last = cuda.device_array(1, dtype=np.float64)
+    _mean_into[1, TPB_1D](rows, 0.5 / max(n, 1), last, last, False)
+    return float(last.copy_to_host()[0]), g

@@ -19,6 +19,7 @@ __all__ = [
     "softmax_xent_backward",
     "col_sum",
     "fill",
+    "mse",
 ]
 
 #: Activation names every backend implements; ``alpha`` is leaky ReLU's slope for x < 0.
@@ -130,3 +131,10 @@ def fill(x, value):
     """Set every element of ``x`` to ``value`` in place."""
     x[...] = value
     return x
+
+
+def mse(scores, targets):
+    """Squared error 0.5 ||s - t||^2 averaged over the n rows; returns (loss, (s - t) / n)."""
+    diff = scores - targets
+    n = scores.shape[0]
+    return float(0.5 * np.sum(diff * diff) / n), diff / scores.dtype.type(n)
