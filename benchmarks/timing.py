@@ -46,3 +46,27 @@ def stream_bandwidth(n_bytes=400_000_000):
     copy_kernel(src, dst)
     t = bench(lambda: copy_kernel(src, dst), repeat=5, number=3)
     return 2 * src.nbytes / t
+
+
+def interleaved(fns, rounds=15, min_time=0.05):
+    """Best seconds per call of each ``fns[name]()``, measured in alternating rounds.
+
+    On a shared machine a burst of outside load slows whatever runs during it; alternating
+    the variants round by round and keeping each one's fastest round compares them under
+    the same conditions.  Returns {name: seconds}.
+    """
+    counts = {}
+    for name, fn in fns.items():
+        fn()
+        t0 = time.perf_counter()
+        fn()
+        counts[name] = max(1, int(min_time / max(time.perf_counter() - t0, 1e-7)))
+    best = {name: float("inf") for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            n = counts[name]
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fn()
+            best[name] = min(best[name], (time.perf_counter() - t0) / n)
+    return best

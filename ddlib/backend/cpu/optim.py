@@ -30,7 +30,7 @@ __all__ = [
 
 #: Arrays smaller than this are updated on the calling thread: waking the worker threads
 #: costs tens of microseconds, more than a bias vector or a small matrix takes serially.
-PARALLEL_MIN = 1 << 18
+PARALLEL_MIN = 1 << 21
 
 
 def pjit(fn):
