@@ -20,7 +20,7 @@ from ..errors import check_int, check_positive
 from ..init import as_rng, initialize
 from .base import Layer, check_input
 from .linear import linear_backward, linear_forward
-from .special import max_backward, max_forward
+from .special import _host, max_backward, max_forward
 
 __all__ = [
     "Maxout",
@@ -30,10 +30,6 @@ __all__ = [
     "prelu_backward",
     "prelu_forward",
 ]
-
-
-def _host(x, be):
-    return be.to_numpy(x) if be.name == "cuda" else np.asarray(x)
 
 
 def maxout_forward(x, W, b, k, be=None):

@@ -251,6 +251,19 @@ def softmax_xent(logits, labels):
     return float(last.copy_to_host()[0]), p
 
 
+@cuda.jit(device=True)
+def block_sum(buf):
+    """Tree-sum a block's TPB_1D values in shared memory into buf[0]; every thread calls it."""
+    t = cuda.threadIdx.x
+    cuda.syncthreads()
+    s = TPB_1D // 2  # TPB_1D is a power of two
+    while s > 0:
+        if t < s:
+            buf[t] += buf[t + s]
+        cuda.syncthreads()
+        s //= 2
+
+
 @cuda.jit
 def _mean_into(x, scale, last, running, accumulate):
     """Single-block tree reduction: last[0] = scale * sum(x); running[0] += it if asked."""
@@ -260,13 +273,7 @@ def _mean_into(x, scale, last, running, accumulate):
     for i in range(t, x.size, TPB_1D):
         acc += x[i]
     buf[t] = acc
-    cuda.syncthreads()
-    s = TPB_1D // 2  # TPB_1D is a power of two
-    while s > 0:
-        if t < s:
-            buf[t] += buf[t + s]
-        cuda.syncthreads()
-        s //= 2
+    block_sum(buf)
     if t == 0:
         v = buf[0] * scale
         last[0] = v

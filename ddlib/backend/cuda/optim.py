@@ -9,6 +9,7 @@ import math
 import numpy as np
 from numba import cuda, float64
 
+from .core import block_sum
 from .launch import TPB_1D, grid_1d
 
 __all__ = [
@@ -173,13 +174,7 @@ def _sum_squares(g, out):
     t = cuda.threadIdx.x
     x = float64(g[i]) if i < g.size else 0.0
     buf[t] = x * x
-    cuda.syncthreads()
-    s = TPB_1D // 2
-    while s > 0:
-        if t < s:
-            buf[t] += buf[t + s]
-        cuda.syncthreads()
-        s //= 2
+    block_sum(buf)
     if t == 0:
         cuda.atomic.add(out, 0, buf[0])
 
