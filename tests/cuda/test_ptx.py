@@ -31,6 +31,7 @@ SIGNATURES = {
     "core._mean_into": "DdDDB*",
     "core._xent_grad": "MLSM",
     "core._col_sum": "MA",
+    "core._mse_rows": "MMSMD",
     "core._fill": ["AS", "Ij*"],
     "core._take_rows": "MLM",
     "core._take": ["ALA", "LLL*"],
