@@ -110,16 +110,8 @@ def nesterov(lr=0.01, beta=0.9):
 
     Example: ``trajectory(nesterov(0.1, 0.9), surface.grad, x0, steps=50)``.
     """
-    lr = check_lr(lr)
-    beta = check_unit_interval("beta", beta)
-
-    def init(params):
-        return MomentumState(0, zeros_like_tree(params))
-
-    def update(grads, state, params=None):
-        a = lr_at(lr, state.count)
-        vel = {k: beta * state.velocity[k] - a * g for k, g in grads.items()}
-        return dict(vel), MomentumState(state.count + 1, vel)
+    # the same state and equation as momentum; only where the gradient is taken differs
+    base = momentum(lr, beta)
 
     def fused(be, params, grads, state, point=None):
         a = lr_at(lr, state.count)
@@ -130,7 +122,7 @@ def nesterov(lr=0.01, beta=0.9):
         )
         return MomentumState(state.count + 1, state.velocity), bad
 
-    return Transform(init, update, fused, "nesterov", _shifted(beta))
+    return Transform(base.init, base.update, fused, "nesterov", _shifted(beta))
 
 
 # ---------------------------------------------------------------- delta-bar-delta (3.5.3)
