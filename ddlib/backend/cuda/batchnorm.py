@@ -160,7 +160,7 @@ def _backward(g, x, gamma, mean, var, eps, recursive, dx, dgamma, dbeta):
 
 @cuda.jit
 def _infer(x, gamma, beta, mean, var, eps, out):
-    i, j = cuda.grid(2)
+    j, i = cuda.grid(2)  # x along columns: a warp reads one row (coalesced)
     if i < x.shape[0] and j < x.shape[1]:
         scale = gamma[j] / math.sqrt(var[j] + eps)
         out[i, j] = (x[i, j] - mean[j]) * scale + beta[j]
@@ -224,7 +224,7 @@ def batchnorm_infer(x, gamma, beta, mean, var, eps, out=None):
         _vec(name, v, d)
     out = _out(out, (n, d), x.dtype)
     by, bx = min(8, n), min(32, d)
-    _infer[((n + by - 1) // by, (d + bx - 1) // bx), (by, bx)](
+    _infer[((d + bx - 1) // bx, (n + by - 1) // by), (bx, by)](
         x, gamma, beta, mean, var, float(eps), out)
     return out
 

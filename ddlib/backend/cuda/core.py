@@ -71,7 +71,7 @@ def matmul(a, b, out=None):
 
 @cuda.jit
 def _bias_add(x, b, out):
-    i, j = cuda.grid(2)
+    j, i = cuda.grid(2)  # x along columns: a warp reads one row (coalesced)
     if i < x.shape[0] and j < x.shape[1]:
         out[i, j] = x[i, j] + b[j]
 
@@ -283,7 +283,7 @@ def _mean_into(x, scale, last, running, accumulate):
 
 @cuda.jit
 def _xent_grad(p, labels, inv, out):
-    i, j = cuda.grid(2)
+    j, i = cuda.grid(2)  # x along columns: a warp reads one row (coalesced)
     if i < p.shape[0] and j < p.shape[1]:
         v = p[i, j] * inv
         if j == labels[i]:
@@ -355,7 +355,7 @@ def fill(x, value):
 
 @cuda.jit
 def _take_rows(x, idx, out):
-    i, j = cuda.grid(2)
+    j, i = cuda.grid(2)  # x along columns: a warp reads one row (coalesced)
     if i < out.shape[0] and j < out.shape[1]:
         out[i, j] = x[idx[i], j]
 

@@ -45,11 +45,12 @@ def grid_2d(rows: int, cols: int, tile: int = TILE):
 
 
 def grid_rows_cols(rows: int, cols: int):
-    """(blocks, threads) for a 2-D kernel indexed (i, j) = cuda.grid(2) over an (rows, cols)
-    array, x along rows and y along columns: the 32 (or 8) threads of a block row differ
-    in j, so a warp touches neighbouring addresses of a row (coalesced)."""
+    """(blocks, threads) for a 2-D kernel over a (rows, cols) array that reads its index as
+    ``j, i = cuda.grid(2)``: x runs along columns and y along rows.  CUDA numbers a block's
+    threads x-fastest, so the 32 lanes of a warp take 32 neighbouring columns of one row:
+    neighbouring addresses, one coalesced transaction per warp."""
     tr, tc = ROWS_COLS
-    return (max(1, (rows + tr - 1) // tr), max(1, (cols + tc - 1) // tc)), (tr, tc)
+    return (max(1, (cols + tc - 1) // tc), max(1, (rows + tr - 1) // tr)), (tc, tr)
 
 
 @dataclass(frozen=True)
