@@ -57,6 +57,9 @@ class Backend:
                 self.kernels[kname] = getattr(mod, kname)
         for helper in ("asarray", "to_numpy", "empty", "zeros", "is_native", "synchronize"):
             self.kernels[helper] = getattr(package, helper)
+        # plain instance attributes: ``be.matmul`` is then an ordinary (fast) lookup, and
+        # ``__getattr__`` below only runs for names that are missing
+        self.__dict__.update(self.kernels)
 
     def __getattr__(self, item):
         try:
@@ -149,7 +152,12 @@ def available_backends() -> list[str]:
 
 def get_backend(name: str | None = None) -> Backend:
     """The current backend, or the one named."""
-    return load_backend(_current.get() if name is None else name)
+    if name is None:
+        be = _loaded.get(_current.get())  # the hot path: a kernel call's lookup
+        if be is not None:
+            return be
+        name = _current.get()
+    return load_backend(name)
 
 
 def set_backend(name: str) -> Backend:

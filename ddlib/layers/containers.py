@@ -2,14 +2,32 @@
 
 import numpy as np
 
+from ..backend import get_backend
 from ..init import as_rng
-from .activations import ACTIVATION_LAYERS
-from .base import Layer
-from .linear import Linear
+from .activations import ACTIVATION_LAYERS, Activation
+from .base import Layer, check_input
+from .linear import Linear, linear_backward
+
+#: Activation layer classes a preceding Linear fuses with (exact types, not subclasses).
+_FUSABLE = frozenset(ACTIVATION_LAYERS.values()) | {Activation}
+
+
+def _overridden(layer):
+    """True when forward or backward was replaced on the instance (e.g. by a monitor)."""
+    d = layer.__dict__
+    return "forward" in d or "backward" in d
 
 
 class Sequential(Layer):
     """Chain of layers; parameter names are '<index>.<name>' as in PyTorch ('0.W', '2.b').
+
+    A ``Linear`` followed by an activation layer runs as one fused step (``fuse=True``,
+    the default): the bias add and the activation share one pass over the batch, and the
+    activation's backward rule shares one with the bias gradient (backend kernels
+    ``linear_act`` and ``act_backward_colsum``).  Both layers still hold exactly the
+    caches and gradients they would hold on their own, and the numbers are the same bits;
+    only the memory traffic shrinks.  A layer whose ``forward``/``backward`` was replaced on
+    the instance (a monitor's wrapper, say) is never fused, so the replacement runs.
 
     >>> import numpy as np
     >>> net = mlp([4, 8, 3], activation="relu", rng=0)
@@ -17,7 +35,7 @@ class Sequential(Layer):
     (2, 3)
     """
 
-    def __init__(self, *layers, name=None):
+    def __init__(self, *layers, name=None, fuse=True):
         super().__init__(name)
         if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
             layers = tuple(layers[0])
@@ -25,18 +43,46 @@ class Sequential(Layer):
             if not isinstance(layer, Layer):
                 raise TypeError(f"Sequential: item {i} is a {type(layer).__name__}, not a Layer")
         self.layers = list(layers)
+        self.fuse = bool(fuse)
         for i, layer in enumerate(self.layers):
             layer.check_finite = i == 0
 
+    def _pair(self, i):
+        """True when layers i, i + 1 are a plain Linear (with bias) and a plain activation."""
+        if i + 1 >= len(self.layers):
+            return False
+        lin, act = self.layers[i], self.layers[i + 1]
+        return (type(lin) is Linear and lin.use_bias and type(act) in _FUSABLE
+                and not _overridden(lin) and not _overridden(act))
+
     def forward(self, x, train=True):
-        for layer in self.layers:
-            x = layer.forward(x, train=train)
+        layers, n, i = self.layers, len(self.layers), 0
+        while i < n:
+            if self.fuse and self._pair(i):
+                lin, act = layers[i], layers[i + 1]
+                check_input(lin, x, lin.d_in)
+                W = lin.params["W"]
+                z, y = get_backend().linear_act(act.kind, x, W, lin.params["b"], act.alpha)
+                lin._cache, act._cache = (x, W), (z, y)  # what each layer's forward keeps
+                x, i = y, i + 2
+            else:
+                x, i = layers[i].forward(x, train=train), i + 1
         return x
 
     def backward(self, g, need_dx=True):
-        last = len(self.layers) - 1
-        for i in range(last, -1, -1):
-            g = self.layers[i].backward(g, need_dx=need_dx or i > 0)
+        layers, i = self.layers, len(self.layers) - 1
+        while i >= 0:
+            if (self.fuse and i > 0 and self._pair(i - 1)
+                    and layers[i]._cache is not None and layers[i - 1]._cache is not None):
+                lin, act = layers[i - 1], layers[i]
+                z, y = act._cache
+                dz, _ = get_backend().act_backward_colsum(act.kind, z, y, g, act.alpha,
+                                                          db=lin.grads["b"])
+                g, _, _ = linear_backward(dz, lin._cache, dW=lin.grads["W"],
+                                          need_dx=need_dx or i > 1, with_bias=False)
+                i -= 2
+            else:
+                g, i = layers[i].backward(g, need_dx=need_dx or i > 0), i - 1
         return g
 
     def named_parameters(self, prefix=""):

@@ -61,6 +61,46 @@ def test_activations(backend, dtype, kind, shape):
                                ref.act_backward(kind, x, y_ref, g, 0.1), **tol(dtype))
 
 
+
+@pytest.mark.parametrize("kind", ref.ACTIVATIONS)
+@pytest.mark.parametrize("shape", [(1, 1), (13, 17)] if SIMULATOR else ROW_SHAPES)
+def test_fused_linear_activation(backend, dtype, kind, shape):
+    """linear_act / act_backward_colsum match the reference, and the backend's own separate
+    kernels bit for bit (so fusing layers never changes a training run)."""
+    n, d = shape
+    x, W, b = rand((n, d), dtype, 11), rand((d, 7), dtype, 12), rand(7, dtype, 13)
+    z, y = run(backend, "linear_act", kind, x, W, b, alpha=0.1)
+    z_ref, y_ref = ref.linear_act(kind, x, W, b, 0.1)
+    assert z.dtype == y.dtype == dtype and z.shape == y.shape == (n, 7)
+    np.testing.assert_allclose(z, z_ref, **tol(dtype))
+    np.testing.assert_allclose(y, y_ref, **tol(dtype))
+    np.testing.assert_array_equal(z, run(backend, "linear", x, W, b))
+    np.testing.assert_array_equal(y, run(backend, "act_forward", kind, z, alpha=0.1))
+
+    g = rand((n, 7), dtype, 14)
+    dz, db = run(backend, "act_backward_colsum", kind, z, y, g, alpha=0.1)
+    dz_ref, db_ref = ref.act_backward_colsum(kind, z, y, g, 0.1)
+    np.testing.assert_allclose(dz, dz_ref, **tol(dtype))
+    np.testing.assert_allclose(db, db_ref, **tol(dtype))
+    sep = run(backend, "act_backward", kind, z, y, g, alpha=0.1)
+    np.testing.assert_array_equal(dz, sep)
+    np.testing.assert_array_equal(db, run(backend, "col_sum", sep))
+    # the bias gradient lands in a buffer the caller owns
+    buf = backend.asarray(np.full(7, 99, dtype))
+    _, same = backend.act_backward_colsum(kind, *(backend.asarray(a) for a in (z, y, g)), 0.1,
+                                          db=buf)
+    assert same is buf
+    np.testing.assert_array_equal(backend.to_numpy(buf), db)
+
+
+def test_fused_kernels_reject_unknown_activation(backend):
+    x = backend.asarray(np.ones((2, 3)))
+    with pytest.raises(ValueError, match="kind='swish'"):
+        backend.linear_act("swish", x, backend.asarray(np.ones((3, 2))),
+                           backend.asarray(np.ones(2)))
+    with pytest.raises(ValueError, match="kind='swish'"):
+        backend.act_backward_colsum("swish", x, x, x)
+
 @pytest.mark.parametrize("shape", ROW_SHAPES)
 def test_softmax_cross_entropy(backend, dtype, shape):
     logits = rand(shape, dtype, 9, scale=3.0)

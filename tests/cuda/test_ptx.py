@@ -27,6 +27,8 @@ SIGNATURES = {
     "core._bias_add": "MAM",
     "core._fwd": "iASA",
     "core._bwd": "iAAASA",
+    "core._bias_act": "iMASM",
+    "core._bwd_colsum": "iMMMSMA",
     "core._softmax_rows": "MMLBD",
     "core._mean_into": "DdDDB*",
     "core._xent_grad": "MLSM",

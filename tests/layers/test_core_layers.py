@@ -106,3 +106,77 @@ def test_same_seed_same_weights_and_cpu_matches_numpy():
         with ddlib.use_backend(name):
             outs.append(layers.mlp([8, 16, 16, 4], activation="sigmoid", rng=5)(x))
     np.testing.assert_allclose(outs[0], outs[1], rtol=1e-12)
+
+
+def _train_pair(backend, fuse, kind, steps=3, dtype=np.float32):
+    """Train a fused and an unfused copy of the same net; return outputs, grads, params."""
+    from ddlib import optim, train
+
+    net = layers.mlp([5, 7, 6, 3], activation=kind, rng=0, dtype=dtype)
+    net.layers.insert(0, layers.Identity())  # the model input is an activation, not fused
+    net = layers.Sequential(net.layers, fuse=fuse).to(backend.name)
+    opt = optim.Optimizer(net, optim.momentum(0.1, 0.9))
+    rng = np.random.default_rng(3)
+    loss = SoftmaxCrossEntropy()
+    values = []
+    for _ in range(steps):
+        x = backend.asarray(rng.normal(size=(4, 5)).astype(dtype))
+        y = rng.integers(0, 3, size=4)
+        values.append(train.train_step(net, loss, opt, x, y))
+    out = backend.to_numpy(net(backend.asarray(np.ones((2, 5), dtype))))
+    grads = {k: backend.to_numpy(v) for k, v in net.grads.items()}
+    return values, out, grads, net.state_dict()
+
+
+@pytest.mark.parametrize("kind", ["relu", "tanh", "leaky_relu"])
+def test_fused_sequential_matches_layer_by_layer_bit_for_bit(backend, kind):
+    if SIMULATOR and kind != "tanh":
+        pytest.skip("one activation is enough under the simulator (the kernels' tests cover all)")
+    steps = 1 if SIMULATOR else 3
+    fused = _train_pair(backend, True, kind, steps)
+    plain = _train_pair(backend, False, kind, steps)
+    assert fused[0] == plain[0]
+    np.testing.assert_array_equal(fused[1], plain[1])
+    for k in plain[2]:
+        np.testing.assert_array_equal(fused[2][k], plain[2][k], err_msg=k)
+        np.testing.assert_array_equal(fused[3][k], plain[3][k], err_msg=k)
+
+
+def test_sequential_fuses_linear_and_activation_pairs(monkeypatch):
+    be = ddlib.get_backend("cpu")
+    calls = {"linear_act": 0, "act_backward_colsum": 0}
+    for name in calls:
+        orig = getattr(be, name)
+
+        def counted(*a, _orig=orig, _name=name, **kw):
+            calls[_name] += 1
+            return _orig(*a, **kw)
+
+        monkeypatch.setattr(be, name, counted)
+    net = layers.mlp([4, 8, 8, 3], activation="relu", rng=0)
+    x = np.random.default_rng(0).normal(size=(6, 4))
+    with ddlib.use_backend("cpu"):
+        loss = SoftmaxCrossEntropy()
+        loss(net(x), np.zeros(6, dtype=int))
+        net.backward(loss.backward())
+        assert calls == {"linear_act": 2, "act_backward_colsum": 2}
+        # both layers hold what they would hold unfused
+        z, y = net[1]._cache
+        np.testing.assert_array_equal(y, np.maximum(z, 0))
+        assert net[0]._cache[0] is x
+        layers.Sequential(net.layers, fuse=False)(x)
+        assert calls["linear_act"] == 2
+
+
+def test_a_wrapped_layer_is_never_fused():
+    from ddlib.diagnostics import StatsRecorder
+
+    net = layers.mlp([4, 8, 3], activation="relu", rng=0)
+    x = np.random.default_rng(0).normal(size=(6, 4))
+    with ddlib.use_backend("cpu"), StatsRecorder(net) as mon:
+        loss = SoftmaxCrossEntropy()
+        loss(net(x, train=True), np.zeros(6, dtype=int))
+        net.backward(loss.backward())
+    # the monitor saw every layer's output and gradient, the fused pair's included
+    assert all(len(mon.records[i]["act"]) == 1 for i in mon.indices)
+    assert all(len(mon.records[i]["grad"]) == 1 for i in mon.indices)

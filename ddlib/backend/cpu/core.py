@@ -15,6 +15,8 @@ __all__ = [
     "act_forward",
     "act_backward",
     "act_deriv",
+    "linear_act",
+    "act_backward_colsum",
     "softmax",
     "softmax_xent",
     "softmax_xent_backward",
@@ -188,6 +190,71 @@ def act_backward(kind, x, y, g, alpha=0.01, out=None):
     else:
         _bwd(code, *args)
     return out
+
+
+# --- a linear layer fused with the activation after it ---------------------------------
+# Row by row: the bias add and the activation touch a row while it sits in L1, and the
+# arithmetic is that of ``linear`` then ``act_forward`` (and of ``act_backward`` then
+# ``col_sum``), so fused and separate layers give the same bits.
+
+
+@jit
+def _bias_act(code, z, b, alpha, y):
+    n, m = z.shape
+    for i in range(n):
+        zi = z[i]
+        for j in range(m):
+            zi[j] = zi[j] + b[j]
+        _fwd(code, zi, alpha, y[i])
+
+
+@pjit
+def _bias_act_par(code, z, b, alpha, y):
+    n, m = z.shape
+    for i in nb.prange(n):
+        zi = z[i]
+        for j in range(m):
+            zi[j] = zi[j] + b[j]
+        _fwd(code, zi, alpha, y[i])
+
+
+def linear_act(kind, x, W, b, alpha=0.01):
+    code = _code(kind)
+    z = np.empty((x.shape[0], W.shape[1]), dtype=np.result_type(x, W))
+    np.matmul(x, W, out=z)
+    y = np.empty_like(z)
+    a = z.dtype.type(alpha)
+    if z.size >= PARALLEL_MIN:
+        _bias_act_par(code, z, b, a, y)
+    else:
+        _bias_act(code, z, b, a, y)
+    return z, y
+
+
+@jit
+def _bwd_colsum(code, x, y, g, alpha, out, db):
+    n, m = x.shape
+    acc = np.zeros(m, dtype=np.float64)
+    for i in range(n):
+        oi = out[i]
+        _bwd(code, x[i], y[i], g[i], alpha, oi)
+        for j in range(m):
+            acc[j] += oi[j]
+    for j in range(m):
+        db[j] = acc[j]
+
+
+def act_backward_colsum(kind, x, y, g, alpha=0.01, db=None):
+    x, y, g = _c(x), _c(y), _c(g)
+    if db is None:
+        db = np.empty(g.shape[1], dtype=g.dtype)
+    if x.size >= PARALLEL_MIN:  # the parallel activation kernel, then the column sums
+        out = act_backward(kind, x, y, g, alpha)
+        _col_sum(out, db)
+        return out, db
+    out = np.empty_like(g)
+    _bwd_colsum(_code(kind), x, y, g, g.dtype.type(alpha), out, db)
+    return out, db
 
 
 # --- softmax and cross-entropy ----------------------------------------------------------

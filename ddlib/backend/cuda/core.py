@@ -24,6 +24,8 @@ __all__ = [
     "act_forward",
     "act_backward",
     "act_deriv",
+    "linear_act",
+    "act_backward_colsum",
     "softmax",
     "softmax_xent",
     "softmax_xent_backward",
@@ -188,6 +190,64 @@ def act_deriv(kind, x, alpha=0.01):
     y = act_forward(kind, x, alpha)
     return act_backward(kind, x, y, ones, alpha)
 
+
+
+# --- a linear layer fused with the activation after it ---------------------------------
+
+
+@cuda.jit
+def _bias_act(code, z, b, alpha, y):
+    j, i = cuda.grid(2)  # x along columns: a warp reads one row (coalesced)
+    if i < z.shape[0] and j < z.shape[1]:
+        v = z[i, j] + b[j]
+        z[i, j] = v
+        y[i, j] = _f(code, v, alpha)
+
+
+def linear_act(kind, x, W, b, alpha=0.01):
+    """(z, y) with z = x W + b and y = f(z): the bias add and activation in one launch."""
+    code = _code(kind)
+    _need_device("linear_act", x=x, W=W, b=b)
+    _need_float("linear_act", x, W, b)
+    z = matmul(x, W)
+    y = cuda.device_array_like(z)
+    blocks, threads = _grid_rows_cols(z)
+    _bias_act[blocks, threads](code, z, b, z.dtype.type(alpha), y)
+    return z, y
+
+
+@cuda.jit
+def _bwd_colsum(code, x, y, g, alpha, out, db):
+    """out = g * f'(x) and its column sums, laid out as ``_col_sum`` (same order of sums)."""
+    buf = cuda.shared.array((_CS_Y, _CS_X), float64)
+    tx = cuda.threadIdx.x
+    ty = cuda.threadIdx.y
+    j = cuda.blockIdx.x * _CS_X + tx
+    acc = 0.0
+    if j < x.shape[1]:
+        for i in range(ty, x.shape[0], _CS_Y):
+            out[i, j] = g[i, j] * _df(code, x[i, j], y[i, j], alpha)
+            acc += out[i, j]  # the stored (rounded) value, as col_sum would read it
+    buf[ty, tx] = acc
+    cuda.syncthreads()
+    if ty == 0 and j < x.shape[1]:
+        total = 0.0
+        for r in range(_CS_Y):
+            total += buf[r, tx]
+        db[j] = total
+
+
+def act_backward_colsum(kind, x, y, g, alpha=0.01, db=None):
+    """(dz, db): dz = g * f'(x) and the bias gradient db = column sums of dz, one launch."""
+    code = _code(kind)
+    _need_device("act_backward_colsum", x=x, y=y, g=g, db=db)
+    _need_float("act_backward_colsum", g, x, y, db)
+    out = cuda.device_array_like(g)
+    if db is None:
+        db = cuda.device_array(g.shape[1], dtype=g.dtype)
+    blocks = max(1, (g.shape[1] + _CS_X - 1) // _CS_X)
+    _bwd_colsum[blocks, (_CS_X, _CS_Y)](code, x, y, g, g.dtype.type(alpha), out, db)
+    return out, db
 
 @cuda.jit
 def _softmax_rows(x, p, labels, want_loss, losses):

@@ -14,6 +14,8 @@ __all__ = [
     "act_forward",
     "act_backward",
     "act_deriv",
+    "linear_act",
+    "act_backward_colsum",
     "softmax",
     "softmax_xent",
     "softmax_xent_backward",
@@ -92,6 +94,27 @@ def act_backward(kind, x, y, g, alpha=0.01, out=None):
         out[...] = r
         return out
     return r
+
+
+def linear_act(kind, x, W, b, alpha=0.01):
+    """A linear layer and the activation after it in one call.
+
+    Returns ``(z, y)`` with ``z = x W + b`` and ``y = f(z)``: what the two layers' forward
+    passes return and keep for their backward passes.  Fused kernels save a pass over
+    memory; the numbers are those of ``linear`` followed by ``act_forward``.
+    """
+    z = linear(x, W, b)
+    return z, act_forward(kind, z, alpha)
+
+
+def act_backward_colsum(kind, x, y, g, alpha=0.01, db=None):
+    """The activation's backward rule and the bias gradient after it in one call.
+
+    Returns ``(dz, db)`` with ``dz = g * f'(x)`` and ``db`` its column sums (written into
+    ``db`` when given): ``act_backward`` followed by ``col_sum``.
+    """
+    dz = act_backward(kind, x, y, g, alpha)
+    return dz, col_sum(dz, out=db)
 
 
 def softmax(x):
