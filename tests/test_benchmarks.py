@@ -1,0 +1,52 @@
+"""The CPU benchmark's yardsticks compute the same training step as ddlib, and its rows are well formed."""
+
+import numpy as np
+import pytest
+
+import ddlib
+from benchmarks import bench_mlp
+from benchmarks.reference_kernels import KernelsMLP
+from benchmarks.reference_numpy import NumpyMLP
+from ddlib import layers, losses, optim, train
+
+SIZES = (12, 16, 9, 4)
+
+
+def _ddlib_net(weights, biases):
+    net = layers.mlp(list(SIZES), activation="relu", rng=0, dtype=np.float32)
+    for lin, W, b in zip(net.layers[::2], weights, biases):
+        lin.params["W"][...] = W
+        lin.params["b"][...] = b
+    return net
+
+
+def test_reference_steps_agree_with_ddlib():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8, SIZES[0])).astype(np.float32)
+    y = rng.integers(0, SIZES[-1], size=8)
+    ref, kern = NumpyMLP(SIZES), KernelsMLP(SIZES, lr=0.05)
+    for W0, W1 in zip(ref.W, kern.W):
+        np.testing.assert_array_equal(W0, W1)  # same seed, same start
+    with ddlib.use_backend("cpu"):
+        net = _ddlib_net(ref.W, ref.b)
+        opt = optim.Optimizer(net, optim.momentum(0.05, 0.9))
+        for _ in range(4):
+            a = ref.step(x, y, lr=0.05)
+            b = kern.step(x, y)
+            c = train.train_step(net, losses.SoftmaxCrossEntropy(), opt, x, y)
+            assert a == pytest.approx(b, rel=1e-5) and a == pytest.approx(c, rel=1e-5)
+    for W_ref, W_kern, lin in zip(ref.W, kern.W, net.layers[::2]):
+        np.testing.assert_allclose(W_kern, W_ref, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(lin.params["W"], W_ref, rtol=1e-4, atol=1e-6)
+
+
+def test_mlp_benchmark_rows(monkeypatch):
+    monkeypatch.setattr(bench_mlp, "WORKLOADS", [(SIZES, 8)])
+    monkeypatch.setattr(bench_mlp, "interleaved",
+                        lambda fns: {k: (fn(), 1e-3 * (i + 1))[1] for i, (k, fn) in enumerate(fns.items())})
+    rows = bench_mlp.run()
+    variants = [r["variant"] for r in rows]
+    assert variants[0] == "plain NumPy (reference)" and "ddlib backend=cpu" in variants
+    cpu = rows[variants.index("ddlib backend=cpu")]
+    assert cpu["ratio"] == pytest.approx(cpu["seconds"] / rows[0]["seconds"])
+    assert cpu["target"] == "<= 0.8" and cpu["ok"] is (cpu["ratio"] <= 0.8)
