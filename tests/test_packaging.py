@@ -75,3 +75,13 @@ def test_notebook_names_sort_in_chapter_order():
         return tuple(int(part) for part in name.split("-", 1)[0].split("."))
 
     assert names == sorted(names, key=key)
+
+
+def test_gpu_script_parses_and_runs_the_cuda_tests_and_benchmark():
+    import subprocess
+
+    script = ROOT / "benchmarks" / "run_gpu.sh"
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
+    text = script.read_text()
+    assert "set -uo pipefail" in text
+    assert '-m "(cuda or gpu) and not ptx"' in text and "-m benchmarks.gpu" in text

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# The whole GPU check in one command, for a machine with an NVIDIA GPU and no network.
+#
+#   bash benchmarks/run_gpu.sh              # every cuda test on the real GPU, then the benchmark
+#   BENCH_ARGS=--quick bash benchmarks/run_gpu.sh
+#   SMOKE=1 RESULTS=/tmp/r bash benchmarks/run_gpu.sh   # no GPU: the same steps on the simulator
+#
+# It installs nothing: the Python it runs (PY, default python3) must already hold numpy,
+# numba, numba-cuda and pytest (the lent H100/H200 image does).  ddlib is used from this
+# checkout (PYTHONPATH), so no `pip install -e .` is needed.  On a machine with network,
+# `make bench-gpu` does the same inside the project's venv.
+#
+# Results: benchmarks/results/gpu-<device>.json (commit it), plus a copy and the test log
+# in $OUT when that is set.  Exit status: the tests' status, or the benchmark's if the
+# tests passed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-python3}
+RESULTS=${RESULTS:-benchmarks/results}
+mkdir -p "$RESULTS" .cache/numba .state/mpl
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+export NUMBA_CACHE_DIR="$PWD/.cache/numba" MPLCONFIGDIR="$PWD/.state/mpl" MPLBACKEND=Agg
+BENCH_ARGS=${BENCH_ARGS:-}
+if [ "${SMOKE:-0}" = 1 ]; then  # checks this script's plumbing; its times mean nothing
+    export NUMBA_ENABLE_CUDASIM=1
+    BENCH_ARGS="--smoke --json $RESULTS/gpu-smoke.json"
+else
+    unset NUMBA_ENABLE_CUDASIM  # the simulator would make every timing meaningless
+fi
+
+"$PY" - <<'PYEOF'
+import platform
+from importlib.metadata import PackageNotFoundError, version
+
+def v(name):
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "missing"
+
+print("python", platform.python_version(), "|",
+      ", ".join(f"{p} {v(p)}" for p in ("numpy", "numba", "llvmlite", "numba-cuda", "pytest",
+                                        "cupy-cuda13x", "cupy-cuda12x", "torch")))
+PYEOF
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+
+# 1. every cuda-backend test (run on the simulator in CI) and the gpu-only tests, on the GPU
+log="$RESULTS/gpu-tests.log"
+"$PY" -m pytest tests -q -m "(cuda or gpu) and not ptx" -p no:cacheprovider 2>&1 | tee "$log"
+tests=${PIPESTATUS[0]}
+
+# 2. the benchmark (matmuls vs cuBLAS, copy bandwidth and fused Adam, the MLP step)
+# shellcheck disable=SC2086
+"$PY" -m benchmarks.gpu $BENCH_ARGS 2>&1 | tee "$RESULTS/gpu-bench.log"
+bench=${PIPESTATUS[0]}
+
+if [ -n "${OUT:-}" ]; then
+    cp "$RESULTS"/gpu-*.json "$RESULTS"/gpu-tests.log "$RESULTS"/gpu-bench.log "$OUT"/ 2>/dev/null
+fi
+echo "tests exit $tests, benchmark exit $bench"
+[ "$tests" -ne 0 ] && exit "$tests"
+exit "$bench"
