@@ -45,14 +45,21 @@ class Transform(NamedTuple):
 
 
 class NonFiniteGradient(FloatingPointError):
-    """A gradient held NaN or inf; names the parameter and the optimizer step."""
+    """A gradient held NaN or inf; names the parameter and the optimizer step.
+
+    No parameter entry ever becomes NaN through the update: the explicit equations check
+    every gradient before touching anything, and a fused kernel leaves each entry whose
+    gradient is NaN or inf as it was.  A fused kernel does update the finite entries of
+    that step in place, though, so after this error treat the model as diverged (reload
+    a checkpoint, lower the rate) rather than as the model before the step.
+    """
 
     def __init__(self, name, step):
         self.param = name
         self.step = step
         super().__init__(
             f"non-finite gradient in parameter {name!r} at optimizer step {step}; "
-            "the step was stopped (lower the learning rate or clip the gradients)"
+            "training stopped here (lower the learning rate or clip the gradients)"
         )
 
 
