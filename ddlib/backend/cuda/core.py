@@ -192,6 +192,26 @@ def act_deriv(kind, x, alpha=0.01):
 
 
 
+# --- column sums (bias gradients) ------------------------------------------------------
+_CS_X, _CS_Y = 32, 8  # col_sum block: 32 columns (one warp wide) x 8 row groups
+
+
+@cuda.jit(device=True)
+def _finish_col_sum(acc, j, ncols, out):
+    """A block's thread rows each hold a partial sum ``acc`` of column j: add the _CS_Y of
+    them in shared memory, always in the same order, and write out[j]."""
+    buf = cuda.shared.array((_CS_Y, _CS_X), float64)
+    tx = cuda.threadIdx.x
+    ty = cuda.threadIdx.y
+    buf[ty, tx] = acc
+    cuda.syncthreads()
+    if ty == 0 and j < ncols:
+        total = 0.0
+        for r in range(_CS_Y):
+            total += buf[r, tx]
+        out[j] = total
+
+
 # --- a linear layer fused with the activation after it ---------------------------------
 
 
@@ -219,22 +239,13 @@ def linear_act(kind, x, W, b, alpha=0.01):
 @cuda.jit
 def _bwd_colsum(code, x, y, g, alpha, out, db):
     """out = g * f'(x) and its column sums, laid out as ``_col_sum`` (same order of sums)."""
-    buf = cuda.shared.array((_CS_Y, _CS_X), float64)
-    tx = cuda.threadIdx.x
-    ty = cuda.threadIdx.y
-    j = cuda.blockIdx.x * _CS_X + tx
+    j = cuda.blockIdx.x * _CS_X + cuda.threadIdx.x
     acc = 0.0
     if j < x.shape[1]:
-        for i in range(ty, x.shape[0], _CS_Y):
+        for i in range(cuda.threadIdx.y, x.shape[0], _CS_Y):
             out[i, j] = g[i, j] * _df(code, x[i, j], y[i, j], alpha)
             acc += out[i, j]  # the stored (rounded) value, as col_sum would read it
-    buf[ty, tx] = acc
-    cuda.syncthreads()
-    if ty == 0 and j < x.shape[1]:
-        total = 0.0
-        for r in range(_CS_Y):
-            total += buf[r, tx]
-        db[j] = total
+    _finish_col_sum(acc, j, x.shape[1], db)
 
 
 def act_backward_colsum(kind, x, y, g, alpha=0.01, db=None):
@@ -361,30 +372,18 @@ def softmax_xent_backward(probs, labels):
     return out
 
 
-_CS_X, _CS_Y = 32, 8  # col_sum block: 32 columns (one warp wide) x 8 row groups
-
-
 @cuda.jit
 def _col_sum(x, out):
     """Column sums: a block owns 32 neighbouring columns (a warp reads 32 neighbouring
     addresses of one row) and splits the rows over 8 thread rows, then adds the 8
     partial sums in shared memory.  The order of additions is fixed, so the result
     does not depend on timing."""
-    buf = cuda.shared.array((_CS_Y, _CS_X), float64)
-    tx = cuda.threadIdx.x
-    ty = cuda.threadIdx.y
-    j = cuda.blockIdx.x * _CS_X + tx
+    j = cuda.blockIdx.x * _CS_X + cuda.threadIdx.x
     acc = 0.0
     if j < x.shape[1]:
-        for i in range(ty, x.shape[0], _CS_Y):
+        for i in range(cuda.threadIdx.y, x.shape[0], _CS_Y):
             acc += x[i, j]
-    buf[ty, tx] = acc
-    cuda.syncthreads()
-    if ty == 0 and j < x.shape[1]:
-        total = 0.0
-        for r in range(_CS_Y):
-            total += buf[r, tx]
-        out[j] = total
+    _finish_col_sum(acc, j, x.shape[1], out)
 
 
 def col_sum(x, out=None):
