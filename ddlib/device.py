@@ -104,8 +104,9 @@ def to_host(x):
 
 
 # ------------------------------------------------------------------- optimizer glue
-# kernels whose answer the host needs to decide what to do next (gradient clipping by
-# norm compares the norm with the threshold on the host): each call is a round trip
+# kernels that copy their answer back to the host: each call is a round trip.  The
+# clipping transforms use the cuda backend's device variants (clip_norm_device,
+# clip_value_device) instead, so only a custom transform calling these gets counted
 _HOST_READS = ("sum_squares", "clip_value")
 
 

@@ -27,7 +27,9 @@ class ClipState(NamedTuple):
 def clip_by_value(max_value, min_value=None):
     """Clip every gradient entry to [min_value, max_value] (min_value defaults to -max_value).
 
-    Example: ``chain(clip_by_value(0.5), momentum(0.1))``.  State ``last``: entries clipped.
+    Example: ``chain(clip_by_value(0.5), momentum(0.1))``.  State ``last``: entries clipped
+    (on the cuda backend a one-entry int32 device array, so that a step copies nothing back;
+    ``ddlib.device.to_host`` reads it).
     """
     hi = check_positive("max_value", max_value)
     if min_value is None:
@@ -48,6 +50,10 @@ def clip_by_value(max_value, min_value=None):
         return {k: np.clip(g, lo, hi) for k, g in grads.items()}, ClipState(state.count + 1, n)
 
     def fused(be, params, grads, state, point=None):
+        on_device = getattr(be, "clip_value_device", None)
+        if on_device is not None:  # cuda: nothing comes back; last = device (clipped, bad)
+            counts = on_device(grads.values(), lo, hi)
+            return ClipState(state.count + 1, counts[0:1]), []
         n, bad = 0, []
         for k, g in grads.items():
             clipped, b = be.clip_value(g, lo, hi)
@@ -65,7 +71,10 @@ def clip_by_norm(max_norm, per_parameter=False):
     Global (default): one norm over all parameters, ||g|| = sqrt(sum_k ||g_k||^2), one scale
     for all, so the direction of the full gradient is kept (PyTorch's clip_grad_norm_).
     ``per_parameter=True``: each parameter's gradient is clipped by its own norm.
-    State ``last``: the norm before clipping (a dict of norms when per parameter).
+    State ``last``: the norm before clipping (a dict of norms when per parameter).  On the
+    cuda backend the norms are computed, compared and applied on the GPU and ``last`` holds
+    one-entry float64 device arrays (``ddlib.device.to_host`` reads them): no step waits
+    for a copy back to the host.
     """
     max_norm = check_positive("max_norm", max_norm)
     per_parameter = bool(per_parameter)
@@ -86,6 +95,12 @@ def clip_by_norm(max_norm, per_parameter=False):
         return {k: g * s for k, g in grads.items()}, ClipState(state.count + 1, total)
 
     def fused(be, params, grads, state, point=None):
+        on_device = getattr(be, "clip_norm_device", None)
+        if on_device is not None:  # cuda: the norms stay on the GPU (a float64 device array)
+            norms = on_device(grads.values(), max_norm, per_parameter)
+            last = ({k: norms[i:i + 1] for i, k in enumerate(grads)} if per_parameter
+                    else norms)
+            return ClipState(state.count + 1, last), []
         sq = {k: be.sum_squares(g) for k, g in grads.items()}
         bad = [k for k, v in sq.items() if not math.isfinite(v)]
         if bad:

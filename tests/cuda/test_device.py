@@ -15,6 +15,11 @@ RULES = {
     "momentum": lambda: optim.momentum(0.2, 0.9),
     "nesterov": lambda: optim.nesterov(0.2, 0.9),
     "adam": lambda: optim.adam(0.05),
+    # gradient clipping (Sec. 3.5.5) chained before a rule: on the device without a copy
+    "clip_norm+momentum": lambda: optim.chain(optim.clip_by_norm(0.5), optim.momentum(0.2, 0.9)),
+    "clip_param_norm+sgd": lambda: optim.chain(optim.clip_by_norm(0.3, per_parameter=True),
+                                               optim.sgd(0.3)),
+    "clip_value+adam": lambda: optim.chain(optim.clip_by_value(0.05), optim.adam(0.05)),
 }
 
 
@@ -108,9 +113,30 @@ def test_device_steps_match_host_steps(cuda_be, rule):
 
 
 @pytest.mark.cuda
-def test_a_step_copies_nothing_back_unless_asked(cuda_be, transfers):
+@pytest.mark.parametrize("rule", ["clip_norm+momentum", "clip_param_norm+sgd", "clip_value+adam"])
+def test_clipping_state_on_the_device_matches_the_host(cuda_be, rule):
     X, y = data()
-    net, trainer = device_setup("adam")
+    with ddlib.use_backend("numpy"):
+        ref = layers.mlp(SIZES, activation="tanh", rng=1)
+        ref_opt = optim.Optimizer(ref, RULES[rule]())
+        train_step(ref, losses.SoftmaxCrossEntropy(), ref_opt, X, y)
+    net, trainer = device_setup(rule)
+    trainer.step(to_device(X), to_device(y))
+    host_last, dev_last = ref_opt.state[0].last, trainer.optimizer.state[0].last
+    if isinstance(host_last, dict):  # per-parameter norms
+        assert set(dev_last) == set(host_last)
+        for k in host_last:
+            assert to_host(dev_last[k])[0] == pytest.approx(host_last[k], rel=1e-12)
+    else:  # the global norm, or the number of entries clipped
+        assert to_host(dev_last)[0] == pytest.approx(host_last, rel=1e-12)
+    assert trainer.optimizer.state[0].count == 1 and trainer.round_trips == 0
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("rule", ["adam", "clip_norm+momentum"])
+def test_a_step_copies_nothing_back_unless_asked(cuda_be, transfers, rule):
+    X, y = data()
+    net, trainer = device_setup(rule)
     xb, yb = to_device(X), to_device(y)
     transfers.reset()
     assert trainer.step(xb, yb) is None

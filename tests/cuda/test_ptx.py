@@ -54,6 +54,8 @@ SIGNATURES = {
     "optim._clip_value": "ASSI",
     "optim._sum_squares": "AD",
     "optim._scale": "AS",
+    "optim._scale_by_norm": "ADiS",
+    "optim._sqrt_inplace": "D*",
     "optim._ema": "AASS",
     # read from cuda/batchnorm.py (owned elsewhere): eps and momentum arrive as Python floats
     "batchnorm._stats": "MAA",

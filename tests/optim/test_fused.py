@@ -85,15 +85,19 @@ def _leaves(tree):
     return [tree] if hasattr(tree, "shape") else []
 
 
-def _arrays(tree):
-    """Every array in a state tree, in a fixed order."""
+def _arrays(tree, numbers=False):
+    """Every array in a state tree, in a fixed order, as host arrays.  With ``numbers``,
+    scalars too, as one-entry arrays: a number the host keeps may be a one-entry device
+    array on cuda (a clipping norm), so that a step copies nothing back."""
     if isinstance(tree, dict):
-        return [a for k in sorted(tree) for a in _arrays(tree[k])]
+        return [a for k in sorted(tree) for a in _arrays(tree[k], numbers)]
     if isinstance(tree, (tuple, list)):
-        return [a for x in tree for a in _arrays(x)]
+        return [a for x in tree for a in _arrays(x, numbers)]
     if hasattr(tree, "copy_to_host") or isinstance(tree, np.ndarray):
         return [get_backend("cuda").to_numpy(tree) if hasattr(tree, "copy_to_host")
                 and not isinstance(tree, np.ndarray) else tree]
+    if numbers and isinstance(tree, (int, float, np.number)) and not isinstance(tree, bool):
+        return [np.atleast_1d(np.asarray(tree, dtype=np.float64))]
     return []
 
 
@@ -110,7 +114,7 @@ def test_fused_equals_explicit_float64(backend, name):
     if p_e is not None:
         for k in p_e:
             np.testing.assert_allclose(p_f[k], p_e[k], rtol=1e-6, atol=1e-12)
-    a_e, a_f = _arrays(s_e), _arrays(s_f)
+    a_e, a_f = _arrays(s_e, numbers=True), _arrays(s_f, numbers=True)
     assert len(a_e) == len(a_f)
     for x, y in zip(a_f, a_e, strict=True):
         np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-12)

@@ -25,6 +25,8 @@ __all__ = [
     "clip_value",
     "sum_squares",
     "scale_inplace",
+    "clip_value_device",
+    "clip_norm_device",
     "ema_update",
 ]
 
@@ -187,6 +189,26 @@ def _scale(g, s):
 
 
 @cuda.jit
+def _scale_by_norm(g, sq, k, max_norm):
+    """g *= max_norm / ||g|| when the norm sqrt(sq[k]) exceeds max_norm; a non-finite
+    norm leaves g as it is (the rule's step then finds and counts the bad entries)."""
+    i = cuda.grid(1)
+    if i < g.size:
+        s = sq[k]
+        if math.isfinite(s):
+            norm = math.sqrt(s)
+            if norm > max_norm:
+                g[i] *= max_norm / norm
+
+
+@cuda.jit
+def _sqrt_inplace(x):
+    i = cuda.grid(1)
+    if i < x.size:
+        x[i] = math.sqrt(x[i])
+
+
+@cuda.jit
 def _ema(avg, w, keep, c):
     i = cuda.grid(1)
     if i < avg.size:
@@ -285,6 +307,47 @@ def sum_squares(g):
 def scale_inplace(g, s):
     blocks, threads = grid_1d(g.size)
     _scale[blocks, threads](_f(g), g.dtype.type(s))
+
+
+def _zeros_on_device(n, dtype):
+    from .core import fill
+
+    return fill(cuda.device_array(n, dtype=dtype), 0)
+
+
+def clip_value_device(grads, lo, hi):
+    """Clip every array of ``grads`` to [lo, hi] in place without reading anything back.
+
+    Returns a (2,) int32 device array: entries clipped, and entries that were NaN/inf (left
+    as they are, for the rule's step to count against their parameter).
+    """
+    counts = _zeros_on_device(2, np.int32)
+    for g in grads:
+        t = g.dtype.type
+        blocks, threads = grid_1d(g.size)
+        _clip_value[blocks, threads](_f(g), t(lo), t(hi), counts)
+    return counts
+
+
+def clip_norm_device(grads, max_norm, per_parameter=False):
+    """Rescale ``grads`` in place to L2 norm ``max_norm`` when longer, on the device.
+
+    Global: one norm over all arrays, one scale for all; ``per_parameter``: each array by its
+    own norm.  Returns the norm(s) before clipping as a float64 device array (one entry, or
+    one per array) and reads nothing back, so a training step stays on the GPU.
+    """
+    grads = list(grads)
+    sq = _zeros_on_device(len(grads) if per_parameter else 1, np.float64)
+    for k, g in enumerate(grads):
+        blocks, threads = grid_1d(g.size)
+        _sum_squares[blocks, threads](_f(g), sq[k:k + 1] if per_parameter else sq)
+    for k, g in enumerate(grads):
+        blocks, threads = grid_1d(g.size)
+        _scale_by_norm[blocks, threads](_f(g), sq, k if per_parameter else 0,
+                                        g.dtype.type(max_norm))
+    blocks, threads = grid_1d(sq.size)
+    _sqrt_inplace[blocks, threads](sq)
+    return sq
 
 
 def ema_update(avg, w, c):
