@@ -204,7 +204,7 @@ class Optimizer:
     def step(self):
         """One update from the gradients held in the model; raises NonFiniteGradient."""
         params, grads = self.params(), self.grads()
-        w = self._w()
+        w = params if self.iterate is None else self.iterate
         if self.use_fused:
             point = params if self.iterate is not None else None
             self.state, bad = self.rule.fused(get_backend(), w, grads, self.state, point)
