@@ -42,3 +42,23 @@ def test_large_activations_match_the_reference(kind):
     np.testing.assert_allclose(y, ref.act_forward(kind, x), **tol(np.float32))
     np.testing.assert_allclose(cpu.act_backward(kind, x, y, g), ref.act_backward(kind, x, y, g),
                                **tol(np.float32))
+
+
+@pytest.mark.parametrize("kind", ["tanh", "leaky_relu"])
+def test_large_fused_linear_activation_matches_the_separate_kernels(kind):
+    rng = np.random.default_rng(2)
+    rows = cpu_core.PARALLEL_MIN // 64 + 3  # the (rows, 64) output is above the threshold
+    x = rng.normal(size=(rows, 16)).astype(np.float32)
+    W = rng.normal(size=(16, 64)).astype(np.float32)
+    b = rng.normal(size=64).astype(np.float32)
+    cpu, ref = ddlib.get_backend("cpu"), ddlib.get_backend("numpy")
+    z, y = cpu.linear_act(kind, x, W, b, 0.1)
+    assert z.size >= cpu_core.PARALLEL_MIN
+    np.testing.assert_array_equal(z, cpu.linear(x, W, b))
+    np.testing.assert_array_equal(y, cpu.act_forward(kind, z, 0.1))
+    np.testing.assert_allclose(y, ref.linear_act(kind, x, W, b, 0.1)[1], **tol(np.float32))
+    g = rng.normal(size=z.shape).astype(np.float32)
+    dz, db = cpu.act_backward_colsum(kind, z, y, g, 0.1)
+    np.testing.assert_array_equal(dz, cpu.act_backward(kind, z, y, g, 0.1))
+    np.testing.assert_array_equal(db, cpu.col_sum(dz))
+    np.testing.assert_allclose(db, ref.col_sum(dz.astype(np.float64)), rtol=1e-5, atol=1e-4)
