@@ -4,10 +4,12 @@ Workloads from the foundation issue: 784-512-512-10 at batch 128 and 64-256-256-
 batch 64, ReLU, softmax cross-entropy, float32.  Target: cpu backend <= 0.8 x NumPy.
 All variants are timed in alternating rounds (``timing.interleaved``), best round kept.
 
-Two yardsticks sit beside the reference: the step's matrix products alone (no backend
-can beat them; they run at BLAS speed on every core), and the cpu backend's kernels
-called in a straight line with no layer, loss or optimizer objects
-(``reference_kernels``): what ``train_step`` would take if its Python structure were free.
+Three yardsticks sit beside the reference: the step's matrix products alone (no backend
+can beat them; they run at BLAS speed on every core); those products plus the momentum
+update of every parameter (the work no step can skip: the update must read weights,
+velocities and gradients and write the first two); and the cpu backend's kernels called
+in a straight line with no layer, loss or optimizer objects (``reference_kernels``):
+what ``train_step`` would take if its Python structure were free.
 """
 
 import numpy as np
@@ -55,6 +57,26 @@ def _matmuls_only(sizes, x, seed=0):
     return step
 
 
+def _matmuls_and_update(sizes, x, seed=0):
+    """The matrix products plus the momentum update of every parameter: the work no
+    training step can skip (bias, activations and loss left out), timed as one."""
+    from ddlib.backend.cpu.optim import momentum_step
+
+    products = _matmuls_only(sizes, x, seed)
+    rng = np.random.default_rng(seed + 1)
+    params = [rng.normal(size=(a, b)).astype(np.float32) for a, b in zip(sizes[:-1], sizes[1:])]
+    params += [np.zeros(b, np.float32) for b in sizes[1:]]
+    vel = [np.zeros_like(p) for p in params]
+    grads = [np.full_like(p, 1e-3) for p in params]
+
+    def step():
+        products()
+        for w, v, g in zip(params, vel, grads):
+            momentum_step(w, v, g, LR, 0.9)
+
+    return step
+
+
 def run():
     rows = []
     rng = np.random.default_rng(0)
@@ -67,6 +89,7 @@ def run():
         fns = {
             "plain NumPy (reference)": lambda ref=ref, x=x, y=y: ref.step(x, y, lr=LR),
             "its matrix products alone": _matmuls_only(sizes, x),
+            "products + momentum update": _matmuls_and_update(sizes, x),
             "cpu kernels, no objects": lambda kern=kern, x=x, y=y: kern.step(x, y),
             "ddlib backend=numpy": _ddlib_step("numpy", sizes, x, y),
             "ddlib backend=cpu": _ddlib_step("cpu", sizes, x, y),
@@ -79,6 +102,8 @@ def run():
                 row.update(ratio=t / t_ref, reference="plain NumPy")
             if variant == "its matrix products alone":
                 row["note"] = "floor"
+            if variant == "products + momentum update":
+                row["note"] = "work no step can skip"
             if variant == "cpu kernels, no objects":
                 row["note"] = "bound for the cpu backend"
             if variant == "ddlib backend=cpu":
