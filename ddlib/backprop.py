@@ -211,9 +211,9 @@ def post_activation_backprop(net, X, y, loss=None):
     for r in range(net.n_layers, 0, -1):
         act, a, h = net.activations[r - 1], trace.a[r - 1], trace.h[r]
         E = be.act_backward(act, a, h, Delta, net.alpha)  # Phi'(a_h) on the edge into h
-        dW[r - 1] = _host(be.matmul(trace.h[r - 1].T, E))
+        dW[r - 1] = _host(be.matmul_tn(trace.h[r - 1], E))
         db[r - 1] = _host(be.col_sum(E))
-        Delta = be.matmul(E, be.asarray(net.weights[r - 1]).T)
+        Delta = be.matmul_nt(E, be.asarray(net.weights[r - 1]))
         carried.insert(0, Delta)
     return Gradients(dW, db, value, [_host(c) for c in carried], "post-activation")
 
@@ -232,10 +232,10 @@ def pre_activation_backprop(net, X, y, loss=None):
     delta = be.act_backward(net.activations[-1], trace.a[-1], trace.h[-1], dout, net.alpha)
     dW, db, carried = [None] * L, [None] * L, [delta]
     for r in range(L, 0, -1):
-        dW[r - 1] = _host(be.matmul(trace.h[r - 1].T, delta))
+        dW[r - 1] = _host(be.matmul_tn(trace.h[r - 1], delta))
         db[r - 1] = _host(be.col_sum(delta))
         if r > 1:
-            summed = be.matmul(delta, be.asarray(net.weights[r - 1]).T)  # sum_h w delta(h)
+            summed = be.matmul_nt(delta, be.asarray(net.weights[r - 1]))  # sum_h w delta(h)
             delta = be.act_backward(net.activations[r - 2], trace.a[r - 2], trace.h[r - 1],
                                     summed, net.alpha)
             carried.insert(0, delta)

@@ -28,9 +28,9 @@ def linear_backward(dout, cache, be=None, dW=None, db=None, need_dx=True, with_b
     """
     be = be or get_backend()
     x, W = cache
-    dW = be.matmul(x.T, dout, out=dW)
+    dW = be.matmul_tn(x, dout, out=dW)  # x^T dout, with no transposed copy on any backend
     db = be.col_sum(dout, out=db) if with_bias else None
-    dx = be.matmul(dout, W.T) if need_dx else None
+    dx = be.matmul_nt(dout, W) if need_dx else None
     return dx, dW, db
 
 

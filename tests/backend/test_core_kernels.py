@@ -36,6 +36,19 @@ def test_matmul(backend, dtype, shape):
     np.testing.assert_allclose(got, ref.matmul(a, b), **tol(dtype))
 
 
+
+@pytest.mark.parametrize("shape", MATMUL_SHAPES)
+def test_transposed_matmuls(backend, dtype, shape):
+    """matmul_tn(a, b) = a^T b and matmul_nt(a, b) = a b^T, the backward pass's products."""
+    n, k, m = shape
+    x, g, W = rand((k, n), dtype, 15), rand((k, m), dtype, 16), rand((n, m), dtype, 17)
+    got = run(backend, "matmul_tn", x, g)
+    assert got.dtype == dtype and got.shape == (n, m)
+    np.testing.assert_allclose(got, ref.matmul(x.T, g), **tol(dtype))
+    got = run(backend, "matmul_nt", g, W)
+    assert got.shape == (k, n)
+    np.testing.assert_allclose(got, ref.matmul(g, W.T), **tol(dtype))
+
 @pytest.mark.parametrize("shape", ROW_SHAPES)
 def test_bias_add_linear_colsum(backend, dtype, shape):
     x, b = rand(shape, dtype, 3), rand(shape[1], dtype, 4)

@@ -72,6 +72,34 @@ def test_transposed_views_and_k_zero(cuda_be):
     np.testing.assert_array_equal(empty_k.copy_to_host(), np.zeros((3, 2)))
 
 
+
+@pytest.mark.parametrize("ta, tb", [(True, False), (False, True)], ids=["TN", "NT"])
+@pytest.mark.parametrize("method, shape, config", [
+    ("tiled", (3, 5, 2), None), ("tiled", (17, 19, 18), None),  # > one 16 x 16 tile
+    ("blocked", (10, 11, 17), SMALL[1]), ("blocked", (7, 19, 6), None)])
+def test_transposed_operands_are_read_in_place(cuda_be, dtype, ta, tb, method, shape, config):
+    """A stored as (k, n) or B as (m, k): the kernels read them without a transposed copy."""
+    n, k, m = shape
+    A, B = rand((n, k), dtype, 13), rand((k, m), dtype, 14)
+    a = np.ascontiguousarray(A.T) if ta else A
+    b = np.ascontiguousarray(B.T) if tb else B
+    kw = dict(trans_a=ta, trans_b=tb) | ({"config": config} if config else {})
+    fn = mm().matmul_blocked if method == "blocked" else mm().matmul_tiled
+    got = fn(cuda_be.asarray(a), cuda_be.asarray(b), **kw).copy_to_host()
+    assert got.shape == (n, m)
+    np.testing.assert_allclose(got, A @ B, **tol(dtype))
+
+
+def test_transposed_operand_errors(cuda_be):
+    m = mm()
+    a = cuda_be.asarray(np.ones((3, 2)))
+    with pytest.raises(ValueError, match="trans_a and trans_b together"):
+        m.matmul(a, a, trans_a=True, trans_b=True)
+    with pytest.raises(ValueError, match="naive reads its operands as stored"):
+        m.matmul(a, a, method="naive", trans_a=True)
+    with pytest.raises(ValueError, match=r"inner dimensions differ: a\^T is \(2, 3\), b is \(2, 2\)"):
+        m.matmul_tiled(a, cuda_be.asarray(np.ones((2, 2))), trans_a=True)
+
 def test_core_matmul_runs_the_chosen_kernel(cuda_be):
     m = mm()
     assert m.choose_method(64, 64, 64, np.float32) == "tiled"

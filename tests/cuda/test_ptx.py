@@ -42,6 +42,10 @@ SIGNATURES = {
     "matmul._NAIVE": "MMM",
     "matmul._TILED": "MMM",
     "matmul._BLOCKED": "MMM",
+    "matmul._TILED_TN": "MMM",
+    "matmul._TILED_NT": "MMM",
+    "matmul._BLOCKED_TN": "MMM",
+    "matmul._BLOCKED_NT": "MMM",
     # read from cuda/optim.py (owned elsewhere); keep in step with its kernels
     "optim._sgd": "AASI",
     "optim._momentum": "AAASSABI",
@@ -188,7 +192,8 @@ def test_kernel_compiles_to_ptx(nvvm, kernel, codes, dtype):
     assert f".target sm_{CC[0]}{CC[1]}" in ptx and ".entry" in ptx
 
 
-def test_register_blocking_survives_compilation(nvvm):
+@pytest.mark.parametrize("table", ["_BLOCKED", "_BLOCKED_TN", "_BLOCKED_NT"])
+def test_register_blocking_survives_compilation(nvvm, table):
     """The float32 register-blocked matmul keeps its 8 x 8 accumulators in registers.
 
     A per-thread array indexed by loop counters only lives in registers when the compiler
@@ -205,6 +210,7 @@ def test_register_blocking_survives_compilation(nvvm):
 
     cfg = mm.DEFAULT_CONFIG[np.dtype(np.float32)]
     M = types.Array(float32, 2, "C")
-    ptx, _ = nvvm.compile_ptx(mm._BLOCKED[np.dtype(np.float32)].py_func, (M, M, M), cc=CC)
+    kernel = getattr(mm, table)[np.dtype(np.float32)]
+    ptx, _ = nvvm.compile_ptx(kernel.py_func, (M, M, M), cc=CC)
     assert not re.search(r"\b(ld|st)\.local", ptx), "accumulators spilled to local memory"
     assert len(re.findall(r"\bfma\.rn\.f32", ptx)) >= cfg.tm * cfg.tn

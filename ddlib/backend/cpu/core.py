@@ -10,6 +10,8 @@ from ..numpy_ref.core import ACTIVATIONS
 __all__ = [
     "ACTIVATIONS",
     "matmul",
+    "matmul_tn",
+    "matmul_nt",
     "bias_add",
     "linear",
     "act_forward",
@@ -41,6 +43,15 @@ def _chunks(n):
 def matmul(a, b, out=None):
     # BLAS is already tuned and threaded; writing into ``out`` avoids a fresh allocation.
     return np.matmul(a, b, out=out)
+
+
+def matmul_tn(a, b, out=None):
+    # a transposed view costs nothing: BLAS reads it through its transpose flag
+    return np.matmul(a.T, b, out=out)
+
+
+def matmul_nt(a, b, out=None):
+    return np.matmul(a, b.T, out=out)
 
 
 @jit

@@ -19,6 +19,8 @@ from .launch import TPB_1D, grid_1d, grid_rows_cols
 __all__ = [
     "ACTIVATIONS",
     "matmul",
+    "matmul_tn",
+    "matmul_nt",
     "bias_add",
     "linear",
     "act_forward",
@@ -69,6 +71,19 @@ def matmul(a, b, out=None):
     """C = A B (device arrays (n, k) x (k, m) -> (n, m)); the kernel is chosen by
     ``matmul.choose_method`` (register-blocked for large outputs, tiled otherwise)."""
     return _mm.matmul(a, b, out=out)
+
+
+def matmul_tn(a, b, out=None):
+    """C = A^T B with a stored as (k, n): the tiled/blocked kernels read it in place
+    (numba's ``DeviceNDArray.T`` would copy it through a transpose kernel first)."""
+    _need_device("matmul_tn", a=a, b=b, out=out)
+    return _mm.matmul(a, b, out=out, trans_a=True)
+
+
+def matmul_nt(a, b, out=None):
+    """C = A B^T with b stored as (m, k), read in place."""
+    _need_device("matmul_nt", a=a, b=b, out=out)
+    return _mm.matmul(a, b, out=out, trans_b=True)
 
 
 @cuda.jit

@@ -107,25 +107,47 @@ def _make_naive(dtype):
     return naive
 
 
-def _make_tiled(dtype):
+TILE_W = TILE + 1  # padded tile row; shared-array shapes must be compile-time constants
+
+
+def _make_tiled(dtype, ta=False, tb=False):
     @cuda.jit
     def tiled(a, b, c):
         """TILE x TILE shared-memory tiles; thread (ty, tx) stages A[row, k0+tx] and
-        B[k0+ty, col], so a warp's loads run along rows (coalesced)."""
-        sa = cuda.shared.array((TILE, TILE), dtype)
-        sb = cuda.shared.array((TILE, TILE), dtype)
+        B[k0+ty, col], so a warp's loads run along rows (coalesced).
+
+        With ``ta`` the kernel is handed A transposed, as the (k, n) array it is stored in
+        (``tb``: B as (m, k)).  It then stages the tile with the roles of tx and ty swapped,
+        so that a warp still reads along a stored row, and writes it into shared memory
+        transposed; the padded tile row (TILE + 1) keeps those writes free of bank conflicts.
+        """
+        sa = cuda.shared.array((TILE, TILE_W), dtype)
+        sb = cuda.shared.array((TILE, TILE_W), dtype)
         tx = cuda.threadIdx.x
         ty = cuda.threadIdx.y
         col = cuda.blockIdx.x * TILE + tx
         row = cuda.blockIdx.y * TILE + ty
-        n, k = a.shape
-        m = b.shape[1]
+        if ta:
+            k, n = a.shape
+        else:
+            n, k = a.shape
+        m = b.shape[0] if tb else b.shape[1]
         acc = dtype(0)
         for t in range((k + TILE - 1) // TILE):
-            ka = t * TILE + tx
-            kb = t * TILE + ty
-            sa[ty, tx] = a[row, ka] if (row < n and ka < k) else dtype(0)
-            sb[ty, tx] = b[kb, col] if (kb < k and col < m) else dtype(0)
+            if ta:  # sa[r, kk] = A[r0 + r, k0 + kk] = a[k0 + kk, r0 + r], lanes along r
+                ra = cuda.blockIdx.y * TILE + tx
+                kk = t * TILE + ty
+                sa[tx, ty] = a[kk, ra] if (ra < n and kk < k) else dtype(0)
+            else:
+                ka = t * TILE + tx
+                sa[ty, tx] = a[row, ka] if (row < n and ka < k) else dtype(0)
+            if tb:  # sb[kk, cc] = B[k0 + kk, c0 + cc] = b[c0 + cc, k0 + kk], lanes along kk
+                cb = cuda.blockIdx.x * TILE + ty
+                kk = t * TILE + tx
+                sb[tx, ty] = b[cb, kk] if (kk < k and cb < m) else dtype(0)
+            else:
+                kb = t * TILE + ty
+                sb[ty, tx] = b[kb, col] if (kb < k and col < m) else dtype(0)
             cuda.syncthreads()
             for i in range(TILE):
                 acc += sa[ty, i] * sb[i, tx]
@@ -136,7 +158,7 @@ def _make_tiled(dtype):
     return tiled
 
 
-def _make_blocked(dtype, cfg: BlockConfig):
+def _make_blocked(dtype, cfg: BlockConfig, ta=False, tb=False):
     BM, BN, BK, TM, TN = cfg
     TX, TY = cfg.threads
     NT = TX * TY
@@ -145,6 +167,7 @@ def _make_blocked(dtype, cfg: BlockConfig):
     # A is staged transposed (k-major) so a thread's TM values sit in one row of
     # shared memory; the padding spreads a warp's transposing stores over the banks.
     SA_W = BM + 4  # a compile-time constant: shared-array shapes must be literals
+    SB_W = BN + 1 if tb else BN  # staged along k when B arrives transposed: pad the rows
 
     @cuda.jit
     def blocked(a, b, c):
@@ -152,7 +175,7 @@ def _make_blocked(dtype, cfg: BlockConfig):
         columns tx + j*TX, so neighbouring threads own neighbouring columns (conflict-free
         shared reads, coalesced stores)."""
         sa = cuda.shared.array((BK, SA_W), dtype)
-        sb = cuda.shared.array((BK, BN), dtype)
+        sb = cuda.shared.array((BK, SB_W), dtype)
         acc = cuda.local.array((TM, TN), dtype)
         fa = cuda.local.array(TM, dtype)
         fb = cuda.local.array(TN, dtype)
@@ -161,26 +184,45 @@ def _make_blocked(dtype, cfg: BlockConfig):
         tid = ty * TX + tx
         row0 = cuda.blockIdx.y * BM
         col0 = cuda.blockIdx.x * BN
-        n, kdim = a.shape
-        m = b.shape[1]
+        if ta:
+            kdim, n = a.shape
+        else:
+            n, kdim = a.shape
+        m = b.shape[0] if tb else b.shape[1]
         for i in range(TM):
             for j in range(TN):
                 acc[i, j] = dtype(0)
         for k0 in range(0, kdim, BK):
+            # neighbouring threads take neighbouring elements of a *stored* row, whichever
+            # way round the operand arrives (ta/tb: A as (k, n), B as (m, k))
             for step in range(A_LOADS):
                 e = tid + step * NT
-                r = e // BK
-                kk = e % BK
+                if ta:
+                    r = e % BM
+                    kk = e // BM
+                else:
+                    r = e // BK
+                    kk = e % BK
                 gr = row0 + r
                 gk = k0 + kk
-                sa[kk, r] = a[gr, gk] if (gr < n and gk < kdim) else dtype(0)
+                if gr < n and gk < kdim:
+                    sa[kk, r] = a[gk, gr] if ta else a[gr, gk]
+                else:
+                    sa[kk, r] = dtype(0)
             for step in range(B_LOADS):
                 e = tid + step * NT
-                kk = e // BN
-                cc = e % BN
+                if tb:
+                    kk = e % BK
+                    cc = e // BK
+                else:
+                    kk = e // BN
+                    cc = e % BN
                 gk = k0 + kk
                 gc = col0 + cc
-                sb[kk, cc] = b[gk, gc] if (gk < kdim and gc < m) else dtype(0)
+                if gk < kdim and gc < m:
+                    sb[kk, cc] = b[gc, gk] if tb else b[gk, gc]
+                else:
+                    sb[kk, cc] = dtype(0)
             cuda.syncthreads()
             for kk in range(BK):
                 for i in range(TM):
@@ -205,13 +247,30 @@ def _make_blocked(dtype, cfg: BlockConfig):
 _NAIVE = {dt: _make_naive(nt) for dt, nt in _NUMBA_TYPES.items()}
 _TILED = {dt: _make_tiled(nt) for dt, nt in _NUMBA_TYPES.items()}
 _BLOCKED = {dt: _make_blocked(nt, DEFAULT_CONFIG[dt]) for dt, nt in _NUMBA_TYPES.items()}
+# the backward pass's products: dW = x^T g (A transposed) and dx = g W^T (B transposed)
+_TILED_TN = {dt: _make_tiled(nt, ta=True) for dt, nt in _NUMBA_TYPES.items()}
+_TILED_NT = {dt: _make_tiled(nt, tb=True) for dt, nt in _NUMBA_TYPES.items()}
+_BLOCKED_TN = {dt: _make_blocked(nt, DEFAULT_CONFIG[dt], ta=True)
+               for dt, nt in _NUMBA_TYPES.items()}
+_BLOCKED_NT = {dt: _make_blocked(nt, DEFAULT_CONFIG[dt], tb=True)
+               for dt, nt in _NUMBA_TYPES.items()}
+_TILED_BY = {(False, False): _TILED, (True, False): _TILED_TN, (False, True): _TILED_NT}
+_BLOCKED_BY = {(False, False): _BLOCKED, (True, False): _BLOCKED_TN, (False, True): _BLOCKED_NT}
 
 
 @functools.lru_cache(maxsize=None)
-def _blocked_kernel(dtype: np.dtype, cfg: BlockConfig):
+def _blocked_kernel(dtype: np.dtype, cfg: BlockConfig, ta=False, tb=False):
     if cfg == DEFAULT_CONFIG[dtype]:
-        return _BLOCKED[dtype]
-    return _make_blocked(_NUMBA_TYPES[dtype], cfg)
+        return _BLOCKED_BY[ta, tb][dtype]
+    return _make_blocked(_NUMBA_TYPES[dtype], cfg, ta, tb)
+
+
+def _trans(who, ta, tb):
+    ta, tb = bool(ta), bool(tb)
+    if ta and tb:
+        raise ValueError(f"{who}: trans_a and trans_b together are not supported; "
+                         "use (B A)^T = A^T B^T instead")
+    return ta, tb
 
 
 # ------------------------------------------------------------------------ checks
@@ -219,8 +278,10 @@ def _is_device(x) -> bool:
     return hasattr(x, "copy_to_host") and not isinstance(x, np.ndarray)
 
 
-def _operands(who, a, b, out):
-    """Validate (a, b, out) and return the output array (allocated when ``out`` is None)."""
+def _operands(who, a, b, out, ta=False, tb=False):
+    """Validate (a, b, out) and return the output array (allocated when ``out`` is None).
+
+    ``ta``/``tb``: a holds A transposed, (k, n), and b holds B transposed, (m, k)."""
     for name, x in (("a", a), ("b", b)) + ((("out", out),) if out is not None else ()):
         if not _is_device(x):
             raise TypeError(
@@ -234,10 +295,11 @@ def _operands(who, a, b, out):
         raise TypeError(f"{who}: cuda kernels take float32 or float64 arrays, got a.dtype={a.dtype}")
     if b.dtype != a.dtype:
         raise TypeError(f"{who}: a is {a.dtype} but b is {b.dtype}; cast one so they match")
-    if a.shape[1] != b.shape[0]:
-        raise ValueError(f"{who}: inner dimensions differ: a is {tuple(a.shape)}, "
-                         f"b is {tuple(b.shape)}")
-    n, m = a.shape[0], b.shape[1]
+    n, k = (a.shape[1], a.shape[0]) if ta else (a.shape[0], a.shape[1])
+    kb, m = (b.shape[1], b.shape[0]) if tb else (b.shape[0], b.shape[1])
+    if k != kb:
+        raise ValueError(f"{who}: inner dimensions differ: a{'^T' if ta else ''} is "
+                         f"{(n, k)}, b{'^T' if tb else ''} is {(kb, m)}")
     if out is None:
         return cuda.device_array((n, m), dtype=a.dtype)
     if tuple(out.shape) != (n, m) or out.dtype != a.dtype:
@@ -308,33 +370,51 @@ def matmul_naive(a, b, out=None, threads=(TILE, TILE)):
     return _run(_NAIVE[a.dtype], plan, a, b, out)
 
 
-def matmul_tiled(a, b, out=None):
-    """C = A B through 16 x 16 shared-memory tiles; a (n, k), b (k, m) -> (n, m)."""
-    out = _operands("matmul_tiled", a, b, out)
-    return _run(_TILED[a.dtype], launch_plan("tiled", *out.shape), a, b, out)
+def matmul_tiled(a, b, out=None, trans_a=False, trans_b=False):
+    """C = A B through 16 x 16 shared-memory tiles; a (n, k), b (k, m) -> (n, m).
+
+    ``trans_a=True``: a is stored as A^T, shape (k, n) (``trans_b``: b as B^T, (m, k)); the
+    kernel reads it in place, coalesced, instead of copying a transpose first.
+    """
+    ta, tb = _trans("matmul_tiled", trans_a, trans_b)
+    out = _operands("matmul_tiled", a, b, out, ta, tb)
+    return _run(_TILED_BY[ta, tb][a.dtype], launch_plan("tiled", *out.shape), a, b, out)
 
 
-def matmul_blocked(a, b, out=None, config: BlockConfig | None = None):
+def matmul_blocked(a, b, out=None, config: BlockConfig | None = None, trans_a=False,
+                   trans_b=False):
     """C = A B with register blocking (each thread a tm x tn patch); a (n, k), b (k, m).
 
     ``config`` overrides ``DEFAULT_CONFIG[dtype]`` (the tests use small ones so the
-    simulator stays quick).
+    simulator stays quick).  ``trans_a``/``trans_b`` as in ``matmul_tiled``.
     """
-    out = _operands("matmul_blocked", a, b, out)
+    ta, tb = _trans("matmul_blocked", trans_a, trans_b)
+    out = _operands("matmul_blocked", a, b, out, ta, tb)
     cfg = (DEFAULT_CONFIG[a.dtype] if config is None else BlockConfig(*config)).validate()
     plan = launch_plan("blocked", *out.shape, dtype=a.dtype, config=cfg)
-    return _run(_blocked_kernel(a.dtype, cfg), plan, a, b, out)
+    return _run(_blocked_kernel(a.dtype, cfg, ta, tb), plan, a, b, out)
 
 
 _BY_NAME = {"naive": matmul_naive, "tiled": matmul_tiled, "blocked": matmul_blocked}
 
 
-def matmul(a, b, out=None, method="auto"):
+def matmul(a, b, out=None, method="auto", trans_a=False, trans_b=False):
     """C = A B on the device; ``method`` is 'naive', 'tiled', 'blocked' or 'auto'
-    (``choose_method``: register-blocked for large outputs, tiled otherwise)."""
+    (``choose_method``: register-blocked for large outputs, tiled otherwise).
+
+    ``trans_a``/``trans_b``: a is stored as A^T (k, n), or b as B^T (m, k), and is read in
+    place (tiled and blocked kernels; the backward pass's x^T g and g W^T use them).
+    """
+    ta, tb = _trans("matmul", trans_a, trans_b)
     if method == "auto":
-        out = _operands("matmul", a, b, out)
-        method = choose_method(a.shape[0], a.shape[1], b.shape[1], a.dtype)
+        out = _operands("matmul", a, b, out, ta, tb)
+        n, k = out.shape[0], (a.shape[0] if ta else a.shape[1])
+        method = choose_method(n, k, out.shape[1], a.dtype)
     elif method not in _BY_NAME:
         raise ValueError(f"method={method!r}: expected 'auto' or one of {VARIANTS}")
-    return _BY_NAME[method](a, b, out=out)
+    if method == "naive":
+        if ta or tb:
+            raise ValueError("matmul_naive reads its operands as stored; transposed operands "
+                             "need method='tiled', 'blocked' or 'auto'")
+        return matmul_naive(a, b, out=out)
+    return _BY_NAME[method](a, b, out=out, trans_a=ta, trans_b=tb)

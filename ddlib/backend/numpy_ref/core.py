@@ -9,6 +9,8 @@ import numpy as np
 __all__ = [
     "ACTIVATIONS",
     "matmul",
+    "matmul_tn",
+    "matmul_nt",
     "bias_add",
     "linear",
     "act_forward",
@@ -31,6 +33,16 @@ ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu", "leaky_relu", "hardtanh")
 def matmul(a, b, out=None):
     """``a @ b`` for 2-D arrays (n, k) x (k, m) -> (n, m)."""
     return np.matmul(a, b, out=out)
+
+
+def matmul_tn(a, b, out=None):
+    """``a.T @ b`` for a (k, n), b (k, m) -> (n, m): the weight gradient x^T g."""
+    return np.matmul(a.T, b, out=out)
+
+
+def matmul_nt(a, b, out=None):
+    """``a @ b.T`` for a (n, k), b (m, k) -> (n, m): the input gradient g W^T."""
+    return np.matmul(a, b.T, out=out)
 
 
 def bias_add(x, b, out=None):
