@@ -31,7 +31,7 @@ from ..errors import DivergenceError, check_int, check_positive
 from ..init import as_rng
 from .activations import ACTIVATION_LAYERS, Activation
 from .base import Layer, check_input
-from .containers import Sequential
+from .containers import Sequential, check_mlp_args
 from .linear import Linear
 
 BACKWARD_FORMS = ("compact", "recursive")
@@ -302,13 +302,8 @@ def bn_mlp(sizes, activation="sigmoid", placement="pre", init=None, rng=None,
         raise ValueError(f"placement={placement!r}: expected one of {PLACEMENTS} "
                          "('pre' = before the activation, Fig. 3.18(b); 'post' = after it, "
                          "Fig. 3.18(a))")
-    if len(sizes) < 2:
-        raise ValueError(f"sizes must list at least an input and an output width, got {sizes}")
+    init = check_mlp_args(sizes, activation, init)
     sizes = [check_int(f"sizes[{i}]", s) for i, s in enumerate(sizes)]
-    if activation not in ACTIVATION_LAYERS:
-        raise ValueError(f"activation={activation!r}: expected one of {sorted(ACTIVATION_LAYERS)}")
-    if init is None:
-        init = "kaiming_normal" if activation in ("relu", "leaky_relu") else "xavier_normal"
     rng = as_rng(rng)
     layers = []
     last = len(sizes) - 2

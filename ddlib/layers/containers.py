@@ -173,17 +173,24 @@ class Sequential(Layer):
         return f"Sequential(\n  {inner}\n)"
 
 
-def mlp(sizes, activation="relu", init=None, rng=None, dtype=np.float64, alpha=0.01):
-    """A fully connected net: Linear layers of ``sizes`` with ``activation`` between them.
-
-    ``init`` defaults to He/Kaiming for ReLU-like activations and Xavier otherwise.
-    """
+def check_mlp_args(sizes, activation, init):
+    """Validate an MLP's widths and activation; return ``init`` or its default for them
+    (He/Kaiming for ReLU-like activations, Xavier otherwise)."""
     if len(sizes) < 2:
         raise ValueError(f"sizes must list at least an input and an output width, got {sizes}")
     if activation not in ACTIVATION_LAYERS:
         raise ValueError(f"activation={activation!r}: expected one of {sorted(ACTIVATION_LAYERS)}")
     if init is None:
         init = "kaiming_normal" if activation in ("relu", "leaky_relu") else "xavier_normal"
+    return init
+
+
+def mlp(sizes, activation="relu", init=None, rng=None, dtype=np.float64, alpha=0.01):
+    """A fully connected net: Linear layers of ``sizes`` with ``activation`` between them.
+
+    ``init`` defaults to He/Kaiming for ReLU-like activations and Xavier otherwise.
+    """
+    init = check_mlp_args(sizes, activation, init)
     rng = as_rng(rng)
     layers = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):

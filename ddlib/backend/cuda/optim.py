@@ -9,7 +9,7 @@ import math
 import numpy as np
 from numba import cuda, float64
 
-from .core import block_sum
+from .core import block_sum, fill
 from .launch import TPB_1D, grid_1d
 
 __all__ = [
@@ -310,8 +310,6 @@ def scale_inplace(g, s):
 
 
 def _zeros_on_device(n, dtype):
-    from .core import fill
-
     return fill(cuda.device_array(n, dtype=dtype), 0)
 
 
