@@ -49,6 +49,32 @@ def tol(dtype):
     return dict(rtol=2e-5, atol=2e-6) if np.dtype(dtype) == np.float32 else dict(rtol=1e-10, atol=1e-12)
 
 
+def assert_product_close(got, want, a, b, bias=None):
+    """``got`` and ``want`` both hold ``a @ b (+ bias)``, summed in possibly different orders.
+
+    Rounding theory bounds each by |fl(a b) - a b| <= gamma_k |a| |b| entry by entry, with
+    gamma_k = k u / (1 - k u), k the inner dimension and u the unit round-off, whatever the
+    order of the k additions or the use of fused multiply-adds.  Two such results may so
+    differ by twice that.  Where the sum cancels (a small entry made of large terms) this
+    is far more than a relative tolerance allows, and it is why a GPU's order of summation
+    can miss ``tol`` on one entry in a thousand.  Any indexing or staging mistake is off by
+    a whole term, orders of magnitude above the bound.
+    """
+    dt = np.dtype(got.dtype)
+    k = a.shape[1] + (0 if bias is None else 1)
+    u = np.finfo(dt).eps / 2
+    gamma = k * u / (1 - k * u)
+    size = np.abs(a.astype(np.float64)) @ np.abs(b.astype(np.float64))
+    if bias is not None:
+        size = size + np.abs(bias.astype(np.float64))
+    t = tol(dt)
+    bound = t["atol"] + t["rtol"] * np.abs(want) + 2 * gamma * size
+    err = np.abs(got.astype(np.float64) - want.astype(np.float64))
+    assert np.all(err <= bound), (
+        f"{np.sum(err > bound)} of {err.size} entries beyond the round-off bound; worst "
+        f"excess {np.max(err - bound):.3g} at {np.unravel_index(np.argmax(err - bound), err.shape)}")
+
+
 def pytest_collection_modifyitems(config, items):
     # tests that need a real GPU skip everywhere else (the simulator is not a GPU)
     try:

@@ -6,7 +6,7 @@ import pytest
 import ddlib
 from ddlib.backend import numpy_ref
 from ddlib.backend.numpy_ref import core as ref
-from tests.conftest import SIMULATOR, tol
+from tests.conftest import SIMULATOR, assert_product_close, tol
 
 # shapes (n, k, m) include 1, primes and non-multiples of the 16-wide cuda tile
 MATMUL_SHAPES = [(1, 1, 1), (5, 7, 3), (17, 19, 18)] if SIMULATOR else [
@@ -33,8 +33,18 @@ def test_matmul(backend, dtype, shape):
     a, b = rand((n, k), dtype, 1), rand((k, m), dtype, 2)
     got = run(backend, "matmul", a, b)
     assert got.dtype == dtype and got.shape == (n, m)
-    np.testing.assert_allclose(got, ref.matmul(a, b), **tol(dtype))
+    assert_product_close(got, ref.matmul(a, b), a, b)
 
+
+
+def test_the_round_off_bound_still_catches_a_dropped_term():
+    """assert_product_close allows for summation order, not for a missing term."""
+    a, b = rand((64, 257), np.float32, 1), rand((257, 9), np.float32, 2)
+    want = ref.matmul(a, b)
+    assert_product_close(want.copy(), want, a, b)
+    wrong = want - a[:, 100:101] * b[100:101, :]  # one of 257 products left out
+    with pytest.raises(AssertionError, match="beyond the round-off bound"):
+        assert_product_close(wrong, want, a, b)
 
 
 @pytest.mark.parametrize("shape", MATMUL_SHAPES)
@@ -44,10 +54,10 @@ def test_transposed_matmuls(backend, dtype, shape):
     x, g, W = rand((k, n), dtype, 15), rand((k, m), dtype, 16), rand((n, m), dtype, 17)
     got = run(backend, "matmul_tn", x, g)
     assert got.dtype == dtype and got.shape == (n, m)
-    np.testing.assert_allclose(got, ref.matmul(x.T, g), **tol(dtype))
+    assert_product_close(got, ref.matmul(x.T, g), x.T, g)
     got = run(backend, "matmul_nt", g, W)
     assert got.shape == (k, n)
-    np.testing.assert_allclose(got, ref.matmul(g, W.T), **tol(dtype))
+    assert_product_close(got, ref.matmul(g, W.T), g, W.T)
 
 @pytest.mark.parametrize("shape", ROW_SHAPES)
 def test_bias_add_linear_colsum(backend, dtype, shape):
@@ -56,7 +66,7 @@ def test_bias_add_linear_colsum(backend, dtype, shape):
     np.testing.assert_allclose(run(backend, "col_sum", x), ref.col_sum(x), **tol(dtype))
     W = rand((shape[1], 3), dtype, 5)
     b3 = rand(3, dtype, 6)
-    np.testing.assert_allclose(run(backend, "linear", x, W, b3), ref.linear(x, W, b3), **tol(dtype))
+    assert_product_close(run(backend, "linear", x, W, b3), ref.linear(x, W, b3), x, W, b3)
 
 
 @pytest.mark.parametrize("kind", ref.ACTIVATIONS)
@@ -85,8 +95,10 @@ def test_fused_linear_activation(backend, dtype, kind, shape):
     z, y = run(backend, "linear_act", kind, x, W, b, alpha=0.1)
     z_ref, y_ref = ref.linear_act(kind, x, W, b, 0.1)
     assert z.dtype == y.dtype == dtype and z.shape == y.shape == (n, 7)
-    np.testing.assert_allclose(z, z_ref, **tol(dtype))
-    np.testing.assert_allclose(y, y_ref, **tol(dtype))
+    assert_product_close(z, z_ref, x, W, b)
+    # every activation here changes by at most as much as its input (slope <= 1), so the
+    # product's round-off bound covers y too (plus the activation's own rounding, in tol)
+    assert_product_close(y, y_ref, x, W, b)
     np.testing.assert_array_equal(z, run(backend, "linear", x, W, b))
     np.testing.assert_array_equal(y, run(backend, "act_forward", kind, z, alpha=0.1))
 

@@ -23,9 +23,13 @@ def test_mlp_gradients_pass_gradcheck_on_every_backend(backend):
     net = layers.mlp([4, 6, 3], activation="tanh", rng=0).to(backend.name)
     x = np.random.default_rng(2).normal(size=(5, 4))
     y = np.array([0, 1, 2, 1, 0])
-    # the simulator runs one Python thread per CUDA thread: sample a few entries there
+    # the simulator runs one Python thread per CUDA thread: sample a few entries there.
+    # atol: the central difference's own rounding is about 1e-11 here (float64 loss of size
+    # 1, eps 1e-5), and an entry whose gradient is only 3e-5 (0.W[15]) turns that noise
+    # into rho ~ 1e-7 on its own; a GPU's libdevice tanh and summation order give other
+    # noise than the cpu's.  Every entry above the noise must still agree to 1e-7.
     rep = check_model(net, SoftmaxCrossEntropy(), x, y, check_input=True,
-                      n_samples=3 if SIMULATOR else None)
+                      n_samples=3 if SIMULATOR else None, atol=1e-10)
     assert rep.passed and rep.worst_rho < 1e-7, rep
 
 
