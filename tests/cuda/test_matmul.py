@@ -104,8 +104,9 @@ def test_core_matmul_runs_the_chosen_kernel(cuda_be):
     m = mm()
     assert m.choose_method(64, 64, 64, np.float32) == "tiled"
     assert m.choose_method(4096, 4096, 4096, np.float32) == "blocked"
-    assert m.choose_method(640, 8, 640, np.float64) == "blocked"  # 10 x 10 = 100 tiles of 64
-    assert m.choose_method(576, 8, 640, np.float64) == "tiled"  # 9 x 10 = 90
+    assert m.choose_method(512, 8, 256, np.float64) == "blocked"  # 8 x 4 = 32 tiles of 64
+    assert m.choose_method(448, 8, 256, np.float64) == "tiled"  # 7 x 4 = 28
+    assert m.choose_method(1024, 784, 512, np.float32) == "blocked"  # 8 x 4 tiles of 128
     a, b = rand((6, 5), np.float32, 11), rand((5, 7), np.float32, 12)
     got = cuda_be.matmul(cuda_be.asarray(a), cuda_be.asarray(b)).copy_to_host()
     np.testing.assert_allclose(got, a @ b, **tol(np.float32))

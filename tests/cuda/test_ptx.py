@@ -194,7 +194,8 @@ def test_kernel_compiles_to_ptx(nvvm, kernel, codes, dtype):
 
 @pytest.mark.parametrize("table", ["_BLOCKED", "_BLOCKED_TN", "_BLOCKED_NT"])
 def test_register_blocking_survives_compilation(nvvm, table):
-    """The float32 register-blocked matmul keeps its 8 x 8 accumulators in registers.
+    """The float32 register-blocked matmul keeps its 8 x 8 accumulators in registers, and
+    its inner step is multiply-adds fed by vector loads.
 
     A per-thread array indexed by loop counters only lives in registers when the compiler
     unrolls those loops; otherwise it spills to (slow) local memory and register blocking
@@ -214,3 +215,13 @@ def test_register_blocking_survives_compilation(nvvm, table):
     ptx, _ = nvvm.compile_ptx(kernel.py_func, (M, M, M), cc=CC)
     assert not re.search(r"\b(ld|st)\.local", ptx), "accumulators spilled to local memory"
     assert len(re.findall(r"\bfma\.rn\.f32", ptx)) >= cfg.tm * cfg.tn
+    # the inner step: a thread's 8 rows of A and 8 columns of B arrive as four 128-bit
+    # shared loads (aligned tiles, adjacent rows/columns), and with unsigned indices no
+    # negative-index guards remain, so integer work there is a handful of instructions
+    i0 = ptx.index("fma.rn.f32")
+    step = ptx[ptx.rfind("$L__BB", 0, i0):ptx.index("bar.sync", i0)]
+    ops = re.findall(r"^\s+(?:@%p\d+\s+)?([a-z]+(?:\.[a-z0-9]+)*)", step, re.M)
+    assert ops.count("fma.rn.f32") == cfg.tm * cfg.tn
+    assert ops.count("ld.shared.v4.f32") == (cfg.tm + cfg.tn) // 4, ops
+    integer = [op for op in ops if re.match(r"(add|sub|mul|shl|shr|and|selp|setp)\.", op)]
+    assert len(integer) <= 16, f"{len(integer)} integer instructions per k step: {integer}"

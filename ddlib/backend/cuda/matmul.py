@@ -13,7 +13,13 @@ padded with zeros).  They differ in how often each number is fetched from global
   memory once (coalesced, one element per thread) and reuse each staged number 16 times.
 * ``matmul_blocked`` (register blocking) lets each thread own a TM x TN patch of outputs
   held in registers, so a number read from shared memory is used TM or TN times; a
-  block covers BM x BN outputs and walks k in steps of BK.
+  block covers BM x BN outputs and walks k in steps of BK.  Three details make it fast
+  (checked in the PTX by ``make ptx-check``): unsigned indices, so numba adds no
+  negative-index guards to the inner loop; adjacent rows and columns per thread in
+  16-byte aligned tiles, so each k step reads them with four 128-bit loads for 64
+  multiply-adds; and the next slab of A and B fetched into registers while the current
+  one is multiplied.  On an H200 it runs at about 0.6 of cuBLAS SGEMM at 4096^3
+  (benchmarks/results/gpu-nvidia-h200.json); the tiled kernel reaches 0.12.
 
 >>> from ddlib.backend.cuda import matmul as mm
 >>> mm.launch_plan("naive", 100, 200).describe()[:58]
@@ -27,6 +33,7 @@ import math
 from typing import NamedTuple
 
 import numpy as np
+from numba import config as numba_config
 from numba import cuda, float32, float64
 
 from .launch import TILE, LaunchPlan, plan_2d
@@ -87,9 +94,12 @@ DEFAULT_CONFIG = {
 }
 
 #: ``matmul(method='auto')`` picks the register-blocked kernel once the output has at
-#: least this many bm x bn block tiles (enough blocks to occupy every multiprocessor of a
-#: large GPU); below that the 16 x 16 tiled kernel launches more, smaller blocks.
-BLOCKED_MIN_TILES = 100
+#: least this many bm x bn block tiles; below that too few blocks would leave most
+#: multiprocessors idle, and the 16 x 16 tiled kernel's many small blocks do better.  On
+#: an H200 (132 multiprocessors; benchmarks/results/gpu-nvidia-h200.json) tiled won at
+#: 512^3 (16 tiles, 1.7x) and blocked at 1024^3 (64 tiles, 2.2x); 32 is the geometric
+#: middle of the two.
+BLOCKED_MIN_TILES = 32
 
 
 # ----------------------------------------------------------------------------- kernels
@@ -158,86 +168,124 @@ def _make_tiled(dtype, ta=False, tb=False):
     return tiled
 
 
-def _make_blocked(dtype, cfg: BlockConfig, ta=False, tb=False):
+def _vector_width(t):
+    """Rows (or columns) a thread owns side by side: 4 where its patch allows, so that
+    its shared-memory reads of them can become one 128-bit load."""
+    return 4 if t % 4 == 0 else (2 if t % 2 == 0 else 1)
+
+
+_U = np.uint32  # index type of the blocked kernel (see below)
+# 16-byte aligned shared tiles let the compiler merge a thread's 4 adjacent reads into one
+# 128-bit load; the simulator rejects the argument (and has no vector loads anyway)
+_ALIGN = None if numba_config.ENABLE_CUDASIM else 16
+
+
+def _make_blocked(dtype, cfg: BlockConfig, ta=False, tb=False, prefetch=True):
     BM, BN, BK, TM, TN = cfg
     TX, TY = cfg.threads
     NT = TX * TY
     A_LOADS = (BM * BK) // NT
     B_LOADS = (BK * BN) // NT
+    # A thread owns its rows in groups of VM adjacent ones, the groups TY * VM apart (and
+    # likewise columns, VN): row(i) = (i // VM) * TY * VM + ty * VM + i % VM.  Adjacent
+    # rows make a thread's reads of one k-row of the staged A tile one vector load; a
+    # warp's threads still read adjacent words (no bank conflicts), and its stores of C
+    # stay coalesced.
+    VM, VN = _vector_width(TM), _vector_width(TN)
     # A is staged transposed (k-major) so a thread's TM values sit in one row of
     # shared memory; the padding spreads a warp's transposing stores over the banks.
     SA_W = BM + 4  # a compile-time constant: shared-array shapes must be literals
-    SB_W = BN + 1 if tb else BN  # staged along k when B arrives transposed: pad the rows
+    SB_W = BN + 4 if tb else BN  # staged along k when B arrives transposed: pad the rows
 
     @cuda.jit
     def blocked(a, b, c):
-        """Each thread accumulates a TM x TN patch in registers; rows ty + i*TY and
-        columns tx + j*TX, so neighbouring threads own neighbouring columns (conflict-free
-        shared reads, coalesced stores)."""
-        sa = cuda.shared.array((BK, SA_W), dtype)
-        sb = cuda.shared.array((BK, SB_W), dtype)
+        """Each thread accumulates a TM x TN patch in registers (rows and columns as above).
+
+        Indices are unsigned 32-bit (``_U``).  A signed index makes numba guard every
+        array access against Python's negative indexing, which costs more integer work
+        in the inner loop than its 64 multiply-adds; unsigned ones need no guard.
+
+        With ``prefetch`` the next k-slab's elements are read from global memory into
+        registers while the current slab is multiplied, so that memory latency overlaps
+        the arithmetic (one shared-memory buffer, one register buffer).
+        """
+        sa = cuda.shared.array((BK, SA_W), dtype, alignment=_ALIGN)
+        sb = cuda.shared.array((BK, SB_W), dtype, alignment=_ALIGN)
         acc = cuda.local.array((TM, TN), dtype)
         fa = cuda.local.array(TM, dtype)
         fb = cuda.local.array(TN, dtype)
-        tx = cuda.threadIdx.x
-        ty = cuda.threadIdx.y
-        tid = ty * TX + tx
-        row0 = cuda.blockIdx.y * BM
-        col0 = cuda.blockIdx.x * BN
+        ra = cuda.local.array(A_LOADS, dtype)
+        rb = cuda.local.array(B_LOADS, dtype)
+        tx = _U(cuda.threadIdx.x)
+        ty = _U(cuda.threadIdx.y)
+        tid = ty * _U(TX) + tx
+        row0 = _U(cuda.blockIdx.y) * _U(BM)
+        col0 = _U(cuda.blockIdx.x) * _U(BN)
         if ta:
-            kdim, n = a.shape
+            kdim, n = _U(a.shape[0]), _U(a.shape[1])
         else:
-            n, kdim = a.shape
-        m = b.shape[0] if tb else b.shape[1]
+            n, kdim = _U(a.shape[0]), _U(a.shape[1])
+        m = _U(b.shape[0]) if tb else _U(b.shape[1])
         for i in range(TM):
             for j in range(TN):
                 acc[i, j] = dtype(0)
-        for k0 in range(0, kdim, BK):
-            # neighbouring threads take neighbouring elements of a *stored* row, whichever
-            # way round the operand arrives (ta/tb: A as (k, n), B as (m, k))
+
+        # neighbouring threads take neighbouring elements of a *stored* row, whichever
+        # way round the operand arrives (ta/tb: A as (k, n), B as (m, k)); the slab's
+        # element e of A lands in sa[a_k(e), a_r(e)], of B in sb[b_k(e), b_c(e)]
+        def load(k0):  # global -> registers, zeros outside the matrices
             for step in range(A_LOADS):
-                e = tid + step * NT
-                if ta:
-                    r = e % BM
-                    kk = e // BM
-                else:
-                    r = e // BK
-                    kk = e % BK
+                e = tid + _U(step * NT)
+                r = e % _U(BM) if ta else e // _U(BK)
+                kk = e // _U(BM) if ta else e % _U(BK)
                 gr = row0 + r
                 gk = k0 + kk
-                if gr < n and gk < kdim:
-                    sa[kk, r] = a[gk, gr] if ta else a[gr, gk]
-                else:
-                    sa[kk, r] = dtype(0)
+                ok = gr < n and gk < kdim
+                ra[step] = (a[gk, gr] if ta else a[gr, gk]) if ok else dtype(0)
             for step in range(B_LOADS):
-                e = tid + step * NT
-                if tb:
-                    kk = e % BK
-                    cc = e // BK
-                else:
-                    kk = e // BN
-                    cc = e % BN
+                e = tid + _U(step * NT)
+                kk = e % _U(BK) if tb else e // _U(BN)
+                cc = e // _U(BK) if tb else e % _U(BN)
                 gk = k0 + kk
                 gc = col0 + cc
-                if gk < kdim and gc < m:
-                    sb[kk, cc] = b[gc, gk] if tb else b[gk, gc]
-                else:
-                    sb[kk, cc] = dtype(0)
+                ok = gk < kdim and gc < m
+                rb[step] = (b[gc, gk] if tb else b[gk, gc]) if ok else dtype(0)
+
+        def stage():  # registers -> shared memory
+            for step in range(A_LOADS):
+                e = tid + _U(step * NT)
+                r = e % _U(BM) if ta else e // _U(BK)
+                kk = e // _U(BM) if ta else e % _U(BK)
+                sa[kk, r] = ra[step]
+            for step in range(B_LOADS):
+                e = tid + _U(step * NT)
+                kk = e % _U(BK) if tb else e // _U(BN)
+                cc = e // _U(BK) if tb else e % _U(BN)
+                sb[kk, cc] = rb[step]
+
+        if prefetch:
+            load(_U(0))
+        for k0 in range(_U(0), kdim, _U(BK)):
+            if not prefetch:
+                load(k0)
+            stage()
             cuda.syncthreads()
-            for kk in range(BK):
+            if prefetch and k0 + _U(BK) < kdim:
+                load(k0 + _U(BK))  # in flight while this slab is multiplied
+            for kk in range(_U(BK)):
                 for i in range(TM):
-                    fa[i] = sa[kk, ty + i * TY]
+                    fa[i] = sa[kk, _U((i // VM) * TY * VM + i % VM) + ty * _U(VM)]
                 for j in range(TN):
-                    fb[j] = sb[kk, tx + j * TX]
+                    fb[j] = sb[kk, _U((j // VN) * TX * VN + j % VN) + tx * _U(VN)]
                 for i in range(TM):
                     for j in range(TN):
                         acc[i, j] += fa[i] * fb[j]
             cuda.syncthreads()
         for i in range(TM):
-            r = row0 + ty + i * TY
+            r = row0 + _U((i // VM) * TY * VM + i % VM) + ty * _U(VM)
             if r < n:
                 for j in range(TN):
-                    cc = col0 + tx + j * TX
+                    cc = col0 + _U((j // VN) * TX * VN + j % VN) + tx * _U(VN)
                     if cc < m:
                         c[r, cc] = acc[i, j]
 
