@@ -217,6 +217,59 @@ def bench_matmul(sizes, timer, smoke):
     return rows
 
 
+#: register-blocking geometries timed against cuBLAS at SWEEP_N^3 (the default first)
+SWEEP_N = 4096
+SWEEP = [((128, 128, 8, 8, 8), True), ((128, 128, 8, 8, 8), False), ((128, 128, 16, 8, 8), True),
+         ((128, 64, 8, 8, 8), True), ((64, 64, 8, 4, 4), True), ((64, 64, 16, 4, 4), True)]
+
+
+def bench_blocked_sweep(n, timer, smoke):
+    """The register-blocked kernel's knobs: block tile (bm, bn, bk), thread patch (tm, tn)
+    and the register prefetch of the next k-slab, each against cuBLAS at n^3."""
+    from numba import cuda, float32
+
+    from ddlib.backend.cuda import matmul as mm
+
+    lib, make = (None, None) if smoke else _cublas()
+    configs = [((8, 8, 4, 2, 2), True), ((8, 8, 4, 2, 2), False)] if smoke else SWEEP
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    da, db = cuda.to_device(a), cuda.to_device(b)
+    out = cuda.device_array((n, n), dtype=np.float32)
+    name = f"blocked sweep {n}^3 float32"
+    flops = 2.0 * n ** 3
+    t_ref, c_ref, rows = None, None, []
+    if make is not None:
+        run, fetch, sync = make(a, b)
+        run()
+        sync()
+        c_ref = fetch()
+        t_ref = timer(run)
+        rows.append(dict(workload=name, variant=f"cuBLAS SGEMM ({lib}, TF32 off)",
+                         seconds=t_ref, tflops=flops / t_ref / 1e12))
+    default = mm.DEFAULT_CONFIG[np.dtype(np.float32)]
+    for fields, prefetch in configs:
+        cfg = mm.BlockConfig(*fields).validate()
+        kernel = mm._make_blocked(float32, cfg, prefetch=prefetch)
+        plan = mm.launch_plan("blocked", n, n, config=cfg)
+
+        def run(kernel=kernel, plan=plan):
+            kernel[plan.blocks, plan.threads](da, db, out)
+
+        t = timer(run)
+        label = (f"blocked bm,bn,bk={cfg.bm},{cfg.bn},{cfg.bk} tm,tn={cfg.tm},{cfg.tn}"
+                 f"{' prefetch' if prefetch else ''}{' (default)' if cfg == default and prefetch else ''}")
+        row = dict(workload=name, variant=label, seconds=t, tflops=flops / t / 1e12)
+        check = c_ref if c_ref is not None else a.astype(np.float64) @ b
+        got = out.copy_to_host()
+        row["max_rel_err"] = float(np.max(np.abs(got - check)) / np.max(np.abs(check)))
+        if t_ref is not None:
+            row.update(ratio=t_ref / t, reference="cuBLAS (fraction of its speed)")
+        rows.append(row)
+    return rows
+
+
 def copy_bandwidth(n, timer):
     """Bytes per second of a device-to-device copy (read + write) of n float32."""
     from numba import cuda
@@ -303,6 +356,7 @@ def bench_mlp(sizes, batch, timer):
     Xd, yd = trainer.put_data(X, y)
     t_dev = timer(lambda: trainer.step(Xd, yd))
     t_loss = timer(lambda: trainer.step(Xd, yd, return_loss=True))
+    t_mm = timer(_step_products(sizes, batch))
     cpu_threads = int(os.environ.get("NUMBA_NUM_THREADS", os.cpu_count() or 1))
     return [
         dict(workload=name, variant=f"cpu backend ({cpu_threads} threads, this host)",
@@ -312,7 +366,40 @@ def bench_mlp(sizes, batch, timer):
              note=f"{trainer.round_trips} optimizer round trips"),
         dict(workload=name, variant="cuda, DeviceTrainer.step(return_loss=True)",
              seconds=t_loss, ratio=t_cpu / t_loss, reference="speedup over the cpu backend"),
+        dict(workload=name, variant="cuda, the step's matrix products alone",
+             seconds=t_mm, ratio=t_mm / t_dev, reference="fraction of DeviceTrainer.step",
+             note="the rest is elementwise kernels and launch overhead"),
     ]
+
+
+def _step_products(sizes, batch):
+    """A callable launching the products of one training step as the cuda backend does:
+    x W per layer forward, then x^T g (weight gradient) and g W^T (except at the first
+    layer) backward, each through ``matmul(method='auto')``."""
+    from numba import cuda
+
+    from ddlib.backend.cuda import matmul as mm
+
+    rng = np.random.default_rng(0)
+    dev = lambda *shape: cuda.to_device(rng.standard_normal(shape, dtype=np.float32))  # noqa: E731
+    acts = [dev(batch, d) for d in sizes]  # layer inputs / outputs
+    Ws = [dev(d_in, d_out) for d_in, d_out in zip(sizes[:-1], sizes[1:])]
+    launches = []
+    for l, W in enumerate(Ws):
+        launches.append((acts[l], W, acts[l + 1], {}))
+    for l in reversed(range(len(Ws))):
+        g = acts[l + 1]
+        launches.append((acts[l], g, cuda.device_array(Ws[l].shape, np.float32),
+                         {"trans_a": True}))
+        if l > 0:
+            launches.append((g, Ws[l], cuda.device_array(acts[l].shape, np.float32),
+                             {"trans_b": True}))
+
+    def run():
+        for a, b, out, kw in launches:
+            mm.matmul(a, b, out=out, **kw)
+
+    return run
 
 
 # ------------------------------------------------------------------ driver
@@ -334,8 +421,13 @@ def _fmt(row):
             f"{r:>8s} {row.get('target', ''):>7s} {ok:>4s} {row.get('note', '')}")
 
 
-def run(quick=False, smoke=False):
-    """All workloads; returns (meta, rows)."""
+def run(quick=False, smoke=False, path=None):
+    """All workloads; returns (meta, rows).
+
+    With ``path``, the JSON is rewritten after every section, so a run cut short (a time
+    limit on a lent machine, say) still leaves what it measured.  A section that raises is
+    recorded as an ``error`` row and the next section still runs.
+    """
     timer = _timer(smoke)
     meta = device_info()
     meta["date"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
@@ -345,13 +437,27 @@ def run(quick=False, smoke=False):
     mlp, batch = ((6, 4, 3), 4) if smoke else (MLP, MLP_BATCH)
     rows = []
     print(f"device: {meta.get('device')}  ({meta['mode']})", flush=True)
-    for section in (lambda: bench_matmul(sizes, timer, smoke),
-                    lambda: bench_memory_bound(n_params, timer)[0],
-                    lambda: bench_mlp(mlp, batch, timer)):
-        for row in section():
+    sections = (("matmul", lambda: bench_matmul(sizes, timer, smoke)),
+                ("blocked sweep", lambda: bench_blocked_sweep(5 if smoke else SWEEP_N, timer, smoke)),
+                ("memory-bound", lambda: bench_memory_bound(n_params, timer)[0]),
+                ("mlp", lambda: bench_mlp(mlp, batch, timer)))
+    for title, section in sections:
+        try:
+            for row in section():
+                rows.append(row)
+                print(_fmt(row), flush=True)
+        except Exception as exc:  # keep the other sections' figures
+            row = dict(workload=title, variant="error", error=f"{type(exc).__name__}: {exc}")
             rows.append(row)
-            print(_fmt(row), flush=True)
+            print(f"{title}: {row['error']}", file=sys.stderr, flush=True)
+        if path is not None:
+            _write(path, meta, rows)
     return meta, rows
+
+
+def _write(path, meta, rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1, default=float) + "\n")
 
 
 def main(argv=None):
@@ -367,13 +473,11 @@ def main(argv=None):
     except NoGPU as exc:
         print(f"benchmarks.gpu: {exc}", file=sys.stderr)
         return 2
-    meta, rows = run(quick=args.quick, smoke=args.smoke)
-    path = pathlib.Path(args.json) if args.json else (
-        HERE / "results" / f"gpu-{_slug(meta.get('device', 'gpu'))}.json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1, default=float) + "\n")
+    name = "smoke" if args.smoke else device_info().get("device", "gpu")
+    path = pathlib.Path(args.json) if args.json else HERE / "results" / f"gpu-{_slug(name)}.json"
+    meta, rows = run(quick=args.quick, smoke=args.smoke, path=path)
     print(f"wrote {path}")
-    return 0
+    return 1 if any(r.get("variant") == "error" for r in rows) else 0
 
 
 if __name__ == "__main__":

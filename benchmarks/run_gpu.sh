@@ -4,6 +4,9 @@
 #   bash benchmarks/run_gpu.sh              # every cuda test on the real GPU, then the benchmark
 #   BENCH_ARGS=--quick bash benchmarks/run_gpu.sh
 #   SMOKE=1 RESULTS=/tmp/r bash benchmarks/run_gpu.sh   # no GPU: the same steps on the simulator
+#   BENCH_FIRST=1 TEST_WORKERS=8 BENCH_TIMEOUT=300 TEST_TIMEOUT=200 bash benchmarks/run_gpu.sh
+#                                           # a short lease: figures first, tests spread over
+#                                           # 8 processes (pytest-xdist), each step time-boxed
 #
 # It installs nothing: the Python it runs (PY, default python3) must already hold numpy,
 # numba, numba-cuda and pytest (the lent H100/H200 image does).  ddlib is used from this
@@ -44,15 +47,55 @@ print("python", platform.python_version(), "|",
 PYEOF
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
 
-# 1. every cuda-backend test (run on the simulator in CI) and the gpu-only tests, on the GPU
-log="$RESULTS/gpu-tests.log"
-"$PY" -m pytest tests -q -m "(cuda or gpu) and not ptx" -p no:cacheprovider 2>&1 | tee "$log"
-tests=${PIPESTATUS[0]}
+# 0. a one-line kernel first: if numba-cuda cannot reach the GPU (no NVVM, no driver), say
+#    why at once instead of failing 300 tests one by one
+preflight() {
+"$PY" - <<'PYEOF'
+import os
+import numpy as np
+from numba import config, cuda
 
-# 2. the benchmark (matmuls vs cuBLAS, copy bandwidth and fused Adam, the MLP step)
-# shellcheck disable=SC2086
-"$PY" -m benchmarks.gpu $BENCH_ARGS 2>&1 | tee "$RESULTS/gpu-bench.log"
-bench=${PIPESTATUS[0]}
+@cuda.jit
+def _twice(x):
+    i = cuda.grid(1)
+    if i < x.size:
+        x[i] *= 2
+
+x = cuda.to_device(np.arange(4, dtype=np.float32))
+_twice[1, 32](x)
+assert x.copy_to_host().tolist() == [0, 2, 4, 6]
+print("numba.cuda kernel ok on", "the simulator" if config.ENABLE_CUDASIM
+      else cuda.get_current_device().name, "| CUDA_HOME", os.environ.get("CUDA_HOME"))
+PYEOF
+}
+if ! preflight; then  # numba-cuda may not look in the system toolkit for NVVM by itself
+    if [ -z "${CUDA_HOME:-}" ] && [ -d /usr/local/cuda ]; then
+        export CUDA_HOME=/usr/local/cuda
+        echo "retrying with CUDA_HOME=$CUDA_HOME"
+        preflight || { echo "numba.cuda cannot run a kernel here; stopping"; exit 3; }
+    else
+        echo "numba.cuda cannot run a kernel here; stopping"; exit 3
+    fi
+fi
+
+# pytest-xdist, where installed, spreads the tests (mostly kernel compiles) over the cores
+workers=()
+if [ -n "${TEST_WORKERS:-}" ] && "$PY" -c "import xdist" 2>/dev/null; then
+    workers=(-n "$TEST_WORKERS")
+fi
+run_tests() {  # every cuda-backend test (run on the simulator in CI) and the gpu-only tests
+    timeout "${TEST_TIMEOUT:-1800}" "$PY" -m pytest tests -q -m "(cuda or gpu) and not ptx" \
+        -p no:cacheprovider "${workers[@]}" 2>&1 | tee "$RESULTS/gpu-tests.log"
+    tests=${PIPESTATUS[0]}
+}
+run_bench() {  # matmuls vs cuBLAS, copy bandwidth and fused Adam, the MLP step
+    # shellcheck disable=SC2086
+    timeout "${BENCH_TIMEOUT:-1800}" "$PY" -m benchmarks.gpu $BENCH_ARGS 2>&1 \
+        | tee "$RESULTS/gpu-bench.log"
+    bench=${PIPESTATUS[0]}
+}
+# BENCH_FIRST=1 measures before testing, for a lease too short to be sure of both
+if [ "${BENCH_FIRST:-0}" = 1 ]; then run_bench; run_tests; else run_tests; run_bench; fi
 
 if [ -n "${OUT:-}" ]; then
     cp "$RESULTS"/gpu-*.json "$RESULTS"/gpu-tests.log "$RESULTS"/gpu-bench.log "$OUT"/ 2>/dev/null
