@@ -13,6 +13,11 @@
 # checkout (PYTHONPATH), so no `pip install -e .` is needed.  On a machine with network,
 # `make bench-gpu` does the same inside the project's venv.
 #
+# NumPy 2.5 removed np.row_stack, which numba-cuda 0.30 still uses: on such a machine the
+# preflight below fails at its first kernel.  Put NumPy 2.4 first on the path, e.g. from a
+# wheel carried along: pip install --no-deps --target /tmp/site numpy-2.4.*.whl and
+# PYTHONPATH=/tmp/site (that is how the committed H200 run was made).
+#
 # Results: benchmarks/results/gpu-<device>.json (commit it), plus a copy and the test log
 # in $OUT when that is set.  Exit status: the tests' status, or the benchmark's if the
 # tests passed.
