@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import gc
 import json
 import os
 import pathlib
@@ -357,6 +358,17 @@ def bench_mlp(sizes, batch, timer):
     t_dev = timer(lambda: trainer.step(Xd, yd))
     t_loss = timer(lambda: trainer.step(Xd, yd, return_loss=True))
     t_mm = timer(_step_products(sizes, batch))
+    from ddlib.backend.cuda import POOL_STATUS, pool
+
+    t_nopool = None
+    if POOL_STATUS == "installed":
+        pool.set_enabled(False)  # the same step with numba's own allocator
+        try:
+            gc.collect()
+            t_nopool = timer(lambda: trainer.step(Xd, yd))
+        finally:
+            pool.set_enabled(True)
+    t_launch = timer(_empty_launch())
     cpu_threads = int(os.environ.get("NUMBA_NUM_THREADS", os.cpu_count() or 1))
     return [
         dict(workload=name, variant=f"cpu backend ({cpu_threads} threads, this host)",
@@ -369,7 +381,28 @@ def bench_mlp(sizes, batch, timer):
         dict(workload=name, variant="cuda, the step's matrix products alone",
              seconds=t_mm, ratio=t_mm / t_dev, reference="fraction of DeviceTrainer.step",
              note="the rest is elementwise kernels and launch overhead"),
-    ]
+        dict(workload=name, variant="cuda, one launch of an empty kernel",
+             seconds=t_launch, ratio=t_launch / t_dev, reference="fraction of DeviceTrainer.step",
+             note="numba's cost per kernel launch, paid ~20 times a step"),
+    ] + ([] if t_nopool is None else [
+        dict(workload=name, variant="cuda, DeviceTrainer.step, numba's allocator (pool off)",
+             seconds=t_nopool, ratio=t_cpu / t_nopool, reference="speedup over the cpu backend",
+             note=f"ddlib's pool makes the step {t_nopool / t_dev:.2f}x faster")])
+
+
+def _empty_launch():
+    from numba import cuda
+
+    @cuda.jit
+    def empty(x):
+        pass
+
+    x = cuda.device_array(1, np.float32)
+
+    def run():
+        empty[1, 32](x)
+
+    return run
 
 
 def _step_products(sizes, batch):
@@ -432,6 +465,9 @@ def run(quick=False, smoke=False, path=None):
     meta = device_info()
     meta["date"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     meta["mode"] = "smoke (simulator)" if smoke else ("quick" if quick else "full")
+    from ddlib.backend.cuda import POOL_STATUS
+
+    meta["memory_pool"] = POOL_STATUS
     sizes = [5] if smoke else (QUICK_SIZES if quick else SIZES)
     n_params = 64 if smoke else (10_000_000 if quick else N_PARAMS)
     mlp, batch = ((6, 4, 3), 4) if smoke else (MLP, MLP_BATCH)
@@ -473,6 +509,8 @@ def main(argv=None):
     except NoGPU as exc:
         print(f"benchmarks.gpu: {exc}", file=sys.stderr)
         return 2
+    import ddlib.backend.cuda  # noqa: F401  (before any CUDA context: installs ddlib's memory pool)
+
     name = "smoke" if args.smoke else device_info().get("device", "gpu")
     path = pathlib.Path(args.json) if args.json else HERE / "results" / f"gpu-{_slug(name)}.json"
     meta, rows = run(quick=args.quick, smoke=args.smoke, path=path)

@@ -29,6 +29,9 @@ is allocated on the GPU too::
     X, y = trainer.put_data(X_train, y_train)      # validated on the host, copied once
     for epoch in range(5):
         print(trainer.fit_epoch(X, y, batch_size=1024, rng=rng))   # one copy per epoch
+
+Device memory comes from a caching allocator (``memory_pool``): the arrays a step frees
+are handed to the next step instead of going back to the driver.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from .backend import backend_of as _array_backend_of
 from .backend import get_backend, use_backend
 from .errors import check_int, check_labels
 
-__all__ = ["to_device", "to_host", "backend_of", "DeviceTrainer"]
+__all__ = ["to_device", "to_host", "backend_of", "DeviceTrainer", "memory_pool"]
 
 
 def _is_model(x) -> bool:
@@ -101,6 +104,38 @@ def to_host(x):
     if _is_device(x):
         return x.copy_to_host()
     return np.asarray(x)
+
+
+def memory_pool(enabled: bool | None = None, release: bool = False) -> dict:
+    """Inspect, switch or empty the cuda backend's caching allocator.
+
+    ddlib installs it as numba's memory manager when the cuda backend is first imported
+    (``ddlib.backend.cuda.pool`` explains why it pays and why it is safe).  It cannot be
+    installed if a CUDA context already exists by then, if ``NUMBA_CUDA_MEMORY_MANAGER``
+    names another manager, or with ``DDLIB_CUDA_POOL=0``; ``status`` says which.
+
+    enabled: True or False switches where new allocations come from (the pool, or the
+             driver exactly as numba does it); None leaves it as it is.
+    release: free every cached block now (blocks in use stay).
+
+    Returns a dict: status, enabled, hits and misses (requests served from the cache or
+    the driver), cached_bytes, in_use_bytes, cached_blocks, and released_bytes.
+    """
+    if enabled is not None and not isinstance(enabled, bool):
+        raise TypeError(f"memory_pool: enabled must be True, False or None, got {enabled!r}")
+    get_backend("cuda")  # imports the backend, which installs the pool if it can
+    from .backend.cuda import POOL_STATUS
+    from .backend.cuda import pool
+
+    if enabled is not None:
+        pool.set_enabled(enabled)
+    managers = pool.active_managers()
+    released = sum(m.cache.release() for m in managers) if release else 0
+    totals = dict(hits=0, misses=0, cached_bytes=0, in_use_bytes=0, cached_blocks=0)
+    for m in managers:
+        for k, v in m.cache.stats().items():
+            totals[k] += v
+    return dict(status=POOL_STATUS, enabled=pool.enabled(), released_bytes=released, **totals)
 
 
 # ------------------------------------------------------------------- optimizer glue

@@ -81,6 +81,10 @@ def pytest_collection_modifyitems(config, items):
         real_gpu = not SIMULATOR and _cuda_reason() is None
     except Exception:
         real_gpu = False
+    if real_gpu:
+        # import the cuda backend before any test makes a CUDA context, as an application
+        # would, so that ddlib's caching allocator (ddlib.backend.cuda.pool) is in place
+        import ddlib.backend.cuda  # noqa: F401
     skip = pytest.mark.skip(reason="needs a real NVIDIA GPU")
     for item in items:
         if "gpu" in item.keywords and not real_gpu:

@@ -9,7 +9,12 @@ per CUDA thread, which is how CI tests them without a GPU.
 import numpy as np
 from numba import cuda
 
+from . import pool as _pool
+
 name = "cuda"
+
+#: whether ddlib's caching allocator serves device memory ('installed'), or why not
+POOL_STATUS = _pool.install()
 
 
 def is_native(x) -> bool:
