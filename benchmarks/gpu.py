@@ -164,6 +164,22 @@ def _cublas():
 
 
 # ------------------------------------------------------------------ workloads
+def _cublas_reference(lib, make, a, b, name, timer, rows):
+    """Time cuBLAS on (a, b) when a binding is present: appends its row to ``rows`` and
+    returns (seconds, product on the host), or (None, None) without one."""
+    if make is None:
+        return None, None
+    run, fetch, sync = make(a, b)
+    run()
+    sync()
+    c_ref = fetch()
+    t_ref = timer(run)
+    flops = 2.0 * a.shape[0] * a.shape[1] * b.shape[1]
+    rows.append(dict(workload=name, variant=f"cuBLAS SGEMM ({lib}, TF32 off)",
+                     seconds=t_ref, tflops=flops / t_ref / 1e12))
+    return t_ref, c_ref
+
+
 def bench_matmul(sizes, timer, smoke):
     from numba import cuda
 
@@ -179,16 +195,8 @@ def bench_matmul(sizes, timer, smoke):
         out = cuda.device_array((n, n), dtype=np.float32)
         flops = 2.0 * n ** 3
         name = f"matmul {n}^3 float32"
-        t_ref, c_ref = None, None
-        if make is not None:
-            run, fetch, sync = make(a, b)
-            run()
-            sync()
-            c_ref = fetch()
-            t_ref = timer(run)
-            rows.append(dict(workload=name, variant=f"cuBLAS SGEMM ({lib}, TF32 off)",
-                             seconds=t_ref, tflops=flops / t_ref / 1e12))
-        elif n == sizes[0]:
+        t_ref, c_ref = _cublas_reference(lib, make, a, b, name, timer, rows)
+        if make is None and n == sizes[0]:
             rows.append(dict(workload=name, variant="cuBLAS", seconds=None,
                              note="neither CuPy nor PyTorch (with CUDA) is installed: "
                                   "no cuBLAS reference"))
@@ -240,15 +248,8 @@ def bench_blocked_sweep(n, timer, smoke):
     out = cuda.device_array((n, n), dtype=np.float32)
     name = f"blocked sweep {n}^3 float32"
     flops = 2.0 * n ** 3
-    t_ref, c_ref, rows = None, None, []
-    if make is not None:
-        run, fetch, sync = make(a, b)
-        run()
-        sync()
-        c_ref = fetch()
-        t_ref = timer(run)
-        rows.append(dict(workload=name, variant=f"cuBLAS SGEMM ({lib}, TF32 off)",
-                         seconds=t_ref, tflops=flops / t_ref / 1e12))
+    rows = []
+    t_ref, c_ref = _cublas_reference(lib, make, a, b, name, timer, rows)
     default = mm.DEFAULT_CONFIG[np.dtype(np.float32)]
     for fields, prefetch in configs:
         cfg = mm.BlockConfig(*fields).validate()

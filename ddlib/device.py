@@ -124,8 +124,7 @@ def memory_pool(enabled: bool | None = None, release: bool = False) -> dict:
     if enabled is not None and not isinstance(enabled, bool):
         raise TypeError(f"memory_pool: enabled must be True, False or None, got {enabled!r}")
     get_backend("cuda")  # imports the backend, which installs the pool if it can
-    from .backend.cuda import POOL_STATUS
-    from .backend.cuda import pool
+    from .backend.cuda import POOL_STATUS, pool
 
     if enabled is not None:
         pool.set_enabled(enabled)

@@ -46,3 +46,24 @@ def test_smoke_run_writes_every_section(cuda_be, tmp_path, capsys):
     mlp = [r for r in doc["rows"] if r["workload"].startswith("mlp step")]
     assert len(mlp) == 5 and all(r["seconds"] > 0 for r in mlp)  # no pool on the simulator
     assert all(r.get("max_rel_err", 0) < 1e-5 for r in doc["rows"])
+
+
+def test_cublas_reference_row_from_a_stand_in_binding():
+    """The cuBLAS branch only runs on a GPU; a stand-in binding checks its bookkeeping."""
+    import numpy as np
+
+    from benchmarks.gpu import _cublas_reference
+
+    a, b = np.ones((3, 4), np.float32), np.full((4, 5), 2.0, np.float32)
+    calls = []
+
+    def make(a, b):
+        out = {}
+        return (lambda: (calls.append(1), out.setdefault("c", a @ b))), (lambda: out["c"]), (lambda: None)
+
+    rows = []
+    t, c = _cublas_reference("stand-in", make, a, b, "w", lambda run: (run(), 0.5)[1], rows)
+    assert t == 0.5 and np.array_equal(c, a @ b) and len(calls) == 2  # warm-up + timed
+    assert rows == [dict(workload="w", variant="cuBLAS SGEMM (stand-in, TF32 off)", seconds=0.5,
+                         tflops=2 * 3 * 4 * 5 / 0.5 / 1e12)]
+    assert _cublas_reference(None, None, a, b, "w", None, rows) == (None, None) and len(rows) == 1

@@ -33,10 +33,9 @@ import math
 from typing import NamedTuple
 
 import numpy as np
-from numba import config as numba_config
 from numba import cuda, float32, float64
 
-from .launch import TILE, LaunchPlan, plan_2d
+from .launch import SIMULATOR, TILE, LaunchPlan, plan_2d
 
 __all__ = [
     "VARIANTS",
@@ -177,7 +176,7 @@ def _vector_width(t):
 _U = np.uint32  # index type of the blocked kernel (see below)
 # 16-byte aligned shared tiles let the compiler merge a thread's 4 adjacent reads into one
 # 128-bit load; the simulator rejects the argument (and has no vector loads anyway)
-_ALIGN = None if numba_config.ENABLE_CUDASIM else 16
+_ALIGN = None if SIMULATOR else 16
 
 
 def _make_blocked(dtype, cfg: BlockConfig, ta=False, tb=False, prefetch=True):
@@ -231,21 +230,29 @@ def _make_blocked(dtype, cfg: BlockConfig, ta=False, tb=False, prefetch=True):
                 acc[i, j] = dtype(0)
 
         # neighbouring threads take neighbouring elements of a *stored* row, whichever
-        # way round the operand arrives (ta/tb: A as (k, n), B as (m, k)); the slab's
-        # element e of A lands in sa[a_k(e), a_r(e)], of B in sb[b_k(e), b_c(e)]
+        # way round the operand arrives (ta/tb: A as (k, n), B as (m, k)); a_slot / b_slot
+        # give the (k, row) of A's tile and the (k, column) of B's that load step moves
+        def a_slot(step):
+            e = tid + _U(step * NT)
+            if ta:
+                return e // _U(BM), e % _U(BM)
+            return e % _U(BK), e // _U(BK)
+
+        def b_slot(step):
+            e = tid + _U(step * NT)
+            if tb:
+                return e % _U(BK), e // _U(BK)
+            return e // _U(BN), e % _U(BN)
+
         def load(k0):  # global -> registers, zeros outside the matrices
             for step in range(A_LOADS):
-                e = tid + _U(step * NT)
-                r = e % _U(BM) if ta else e // _U(BK)
-                kk = e // _U(BM) if ta else e % _U(BK)
+                kk, r = a_slot(step)
                 gr = row0 + r
                 gk = k0 + kk
                 ok = gr < n and gk < kdim
                 ra[step] = (a[gk, gr] if ta else a[gr, gk]) if ok else dtype(0)
             for step in range(B_LOADS):
-                e = tid + _U(step * NT)
-                kk = e % _U(BK) if tb else e // _U(BN)
-                cc = e // _U(BK) if tb else e % _U(BN)
+                kk, cc = b_slot(step)
                 gk = k0 + kk
                 gc = col0 + cc
                 ok = gk < kdim and gc < m
@@ -253,15 +260,17 @@ def _make_blocked(dtype, cfg: BlockConfig, ta=False, tb=False, prefetch=True):
 
         def stage():  # registers -> shared memory
             for step in range(A_LOADS):
-                e = tid + _U(step * NT)
-                r = e % _U(BM) if ta else e // _U(BK)
-                kk = e // _U(BM) if ta else e % _U(BK)
+                kk, r = a_slot(step)
                 sa[kk, r] = ra[step]
             for step in range(B_LOADS):
-                e = tid + _U(step * NT)
-                kk = e % _U(BK) if tb else e // _U(BN)
-                cc = e // _U(BK) if tb else e % _U(BN)
+                kk, cc = b_slot(step)
                 sb[kk, cc] = rb[step]
+
+        def own_row(i):  # the tile row of this thread's i-th output row
+            return _U((i // VM) * TY * VM + i % VM) + ty * _U(VM)
+
+        def own_col(j):
+            return _U((j // VN) * TX * VN + j % VN) + tx * _U(VN)
 
         if prefetch:
             load(_U(0))
@@ -274,18 +283,18 @@ def _make_blocked(dtype, cfg: BlockConfig, ta=False, tb=False, prefetch=True):
                 load(k0 + _U(BK))  # in flight while this slab is multiplied
             for kk in range(_U(BK)):
                 for i in range(TM):
-                    fa[i] = sa[kk, _U((i // VM) * TY * VM + i % VM) + ty * _U(VM)]
+                    fa[i] = sa[kk, own_row(i)]
                 for j in range(TN):
-                    fb[j] = sb[kk, _U((j // VN) * TX * VN + j % VN) + tx * _U(VN)]
+                    fb[j] = sb[kk, own_col(j)]
                 for i in range(TM):
                     for j in range(TN):
                         acc[i, j] += fa[i] * fb[j]
             cuda.syncthreads()
         for i in range(TM):
-            r = row0 + _U((i // VM) * TY * VM + i % VM) + ty * _U(VM)
+            r = row0 + own_row(i)
             if r < n:
                 for j in range(TN):
-                    cc = col0 + _U((j // VN) * TX * VN + j % VN) + tx * _U(VN)
+                    cc = col0 + own_col(j)
                     if cc < m:
                         c[r, cc] = acc[i, j]
 

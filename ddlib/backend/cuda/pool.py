@@ -37,6 +37,8 @@ import os
 import threading
 import weakref
 
+from .launch import SIMULATOR
+
 #: requests are rounded up to a multiple of this many bytes (so near sizes share blocks)
 GRAIN = 512
 
@@ -100,12 +102,6 @@ class BlockCache:
             return dict(hits=self.hits, misses=self.misses, cached_bytes=self.cached_bytes,
                         in_use_bytes=self.in_use_bytes,
                         cached_blocks=sum(len(v) for v in self._blocks.values()))
-
-
-def _simulator() -> bool:
-    from numba import config
-
-    return bool(config.ENABLE_CUDASIM)
 
 
 _manager_class = None
@@ -180,7 +176,7 @@ def manager_class():
 def install() -> str:
     """Make the pool numba's memory manager if that is still possible; returns why not
     (or 'installed').  Called once when the cuda backend is imported."""
-    if _simulator():
+    if SIMULATOR:
         return "the CUDA simulator allocates host memory"
     if os.environ.get("DDLIB_CUDA_POOL", "1") == "0":
         return "DDLIB_CUDA_POOL=0"
