@@ -1,7 +1,7 @@
 """Hyperopt's TPE vs random search on the digits at equal budget (Sec. 3.3.1).
 
 For each of 5 seeds both searchers get the same number of trials on the same objective
-(``ddlib.tuning.digits_objective``: a 64-32-10 ReLU MLP, SGD for 8 epochs on 600 digits,
+(``ddlib.chapter.search_studies.digits_objective``: a 64-32-10 ReLU MLP, SGD for 8 epochs on 600 digits,
 validation cross-entropy; the search space is log lr in [1e-3, 10] and log l2 in
 [1e-6, 1]).  The figure: how many trials TPE needs before its best loss is at least as
 good as random search's final best, as a fraction of the budget (the hope: half).  A seed
@@ -17,6 +17,7 @@ import time
 import numpy as np
 
 from ddlib import tuning
+from ddlib.chapter import search_studies
 
 SEEDS = 5
 BUDGET = 40
@@ -27,7 +28,7 @@ SPACE = tuning.Space([tuning.Real("lr", 1e-3, 10.0, log=True),
 
 def measure(seeds=SEEDS, budget=BUDGET, n_startup=N_STARTUP):
     """Per seed: random's final best, TPE's best, trials TPE needed to match random."""
-    objective = tuning.digits_objective()
+    objective = search_studies.digits_objective()
     out = []
     for s in range(seeds):
         rnd = tuning.random_search(objective, SPACE, budget, seed=s)

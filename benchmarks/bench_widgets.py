@@ -12,7 +12,8 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 
-from ddlib import widgets  # noqa: E402
+from ddlib.chapter import race
+from ddlib.notebook import race as race_ui  # noqa: E402
 
 from .timing import bench  # noqa: E402
 
@@ -23,7 +24,7 @@ def _redraw(rules, steps, surface="rosenbrock"):
     fig = plt.figure(figsize=(10, 4), dpi=72)  # the notebooks' dpi (ddlib.viz.notebook_setup)
 
     def once():
-        widgets.race_figure(surface, rules, steps=steps, fig=fig)
+        race_ui.race_figure(surface, rules, steps=steps, fig=fig)
         fig.canvas.draw()
 
     return once, fig
@@ -31,14 +32,14 @@ def _redraw(rules, steps, surface="rosenbrock"):
 
 def _compute(rules, steps, surface="rosenbrock"):
     def once():
-        widgets.race(surface, widgets.race_rules(rules, 1e-3, 0.02), steps=steps)
+        race.race(surface, race.race_rules(rules, 1e-3, 0.02), steps=steps)
 
     return once
 
 
 def run():
     rows = []
-    for rules, steps in ((FIVE, 200), (widgets.RACE_RULES, 500)):
+    for rules, steps in ((FIVE, 200), (race.RACE_RULES, 500)):
         name = f"race redraw {len(rules)} rules x {steps} steps"
         t_run = bench(_compute(rules, steps), repeat=5, min_time=0.1)
         rows.append(dict(workload=name, variant="trajectories only", seconds=t_run))

@@ -29,24 +29,21 @@ __all__ = [
 ]
 
 _SUBMODULES = {
-    "backprop",
+    "chapter",
     "data",
     "device",
-    "diagnostics",
     "errors",
     "gradcheck",
-    "graph",
     "init",
     "layers",
     "losses",
+    "monitor",
+    "notebook",
     "optim",
     "preprocess",
     "regularizers",
-    "surfaces",
     "train",
     "tuning",
-    "viz",
-    "widgets",
 }
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from ddlib import tuning
+from ddlib.chapter import search_studies
 from ddlib.tuning import (
     Choice,
     Integer,
@@ -247,7 +248,7 @@ def test_table_prints_every_row_and_trials_to_reach():
 
 
 def test_digits_objective_is_deterministic_and_sensible():
-    f = tuning.digits_objective(epochs=3, n_train=300)
+    f = search_studies.digits_objective(epochs=3, n_train=300)
     good = f({"lr": 0.5, "l2": 1e-4})
     assert good == f({"lr": 0.5, "l2": 1e-4})
     assert good < math.log(10)  # better than guessing

@@ -5,19 +5,21 @@ import pytest
 
 import ddlib
 from ddlib import optim
+from ddlib.chapter.batchnorm_studies import (
+    activation_inputs,
+    batch_noise,
+    largest_stable_lr,
+    lr_sweep,
+    train_tracked,
+)
 from ddlib.gradcheck import check_model
 from ddlib.layers import Linear, Sequential, Sigmoid
 from ddlib.layers.batchnorm import (
     BatchNorm,
-    activation_inputs,
-    batch_noise,
     batchnorm_backward,
     batchnorm_forward,
     bn_mlp,
     estimate_population_statistics,
-    largest_stable_lr,
-    lr_sweep,
-    train_tracked,
 )
 from ddlib.losses import SoftmaxCrossEntropy
 from tests.conftest import SIMULATOR

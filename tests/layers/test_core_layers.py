@@ -173,7 +173,7 @@ def test_sequential_fuses_linear_and_activation_pairs(monkeypatch):
 
 
 def test_a_wrapped_layer_is_never_fused():
-    from ddlib.diagnostics import StatsRecorder
+    from ddlib.monitor import StatsRecorder
 
     net = layers.mlp([4, 8, 3], activation="relu", rng=0)
     x = np.random.default_rng(0).normal(size=(6, 4))

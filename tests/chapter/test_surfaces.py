@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from ddlib import optim, surfaces
+from ddlib import optim
+from ddlib.chapter import surfaces
 from ddlib.errors import DivergenceError
 from ddlib.gradcheck import numerical_gradient
 

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ddlib import backprop as B
 from ddlib.backend.numpy_ref.core import ACTIVATIONS
+from ddlib.chapter import backprop as B
 from ddlib.gradcheck import KINK_THRESHOLD, SMOOTH_THRESHOLD
 from tests.conftest import SIMULATOR
 

@@ -4,27 +4,20 @@ import doctest
 
 import numpy as np
 import pytest
+from ddlib.chapter.descent import QuadraticBowl, steepest_descent_path, steps_to_converge
+from ddlib.chapter.vanishing import chain_gradients, sigmoid_bound
+from ddlib.monitor import StatsRecorder, backward_norms, batch_stats, dead_fraction, distinct_units
 
-from ddlib import diagnostics, optim
-from ddlib.diagnostics import (
-    QuadraticBowl,
-    StatsRecorder,
-    backward_norms,
-    batch_stats,
-    chain_gradients,
-    dead_fraction,
-    distinct_units,
-    sigmoid_bound,
-    steepest_descent_path,
-    steps_to_converge,
-)
+from ddlib import optim
+from ddlib import monitor
+from ddlib.chapter import descent, vanishing
 from ddlib.gradcheck import numerical_gradient
 from ddlib.layers import Linear, ReLU, Sequential, mlp
 from ddlib.losses import SoftmaxCrossEntropy
 
 
 def test_docstring_examples():
-    assert doctest.testmod(diagnostics).failed == 0
+    assert all(doctest.testmod(m).failed == 0 for m in (descent, vanishing, monitor))
 
 
 # ---------------------------------------------------------------- Fig. 3.8
@@ -138,7 +131,7 @@ def test_bowl_and_descent_bad_input():
 
 def test_activation_derivative_maxima_of_figure_3_10():
     v = np.linspace(-6, 6, 2001)
-    d = {k: diagnostics.activation_derivative(k, v) for k in ("sigmoid", "tanh", "relu",
+    d = {k: vanishing.activation_derivative(k, v) for k in ("sigmoid", "tanh", "relu",
                                                               "hardtanh")}
     assert d["sigmoid"].max() == pytest.approx(0.25)
     assert d["tanh"].max() == pytest.approx(1.0)
@@ -246,7 +239,7 @@ def test_distinct_units():
 
 
 def test_least_squares_descent_reaches_the_optimum_and_whitening_needs_one_step():
-    from ddlib.diagnostics import least_squares_descent
+    from ddlib.chapter.descent import least_squares_descent
     from ddlib.preprocess import PCAWhiten
 
     rng = np.random.default_rng(0)

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ddlib import graph as G
+from ddlib.chapter import graph as G
 
 ws = st.floats(min_value=-2.0, max_value=2.0, allow_nan=False).filter(lambda w: abs(w) > 1e-3)
 

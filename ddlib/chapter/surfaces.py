@@ -34,7 +34,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from .errors import DivergenceError, check_int, check_positive
+from ..errors import DivergenceError, check_int, check_positive
 
 __all__ = [
     "SURFACES", "Surface", "Trajectory", "get", "run", "bowl", "ellipse", "rosenbrock",
@@ -389,7 +389,7 @@ def run(surface, rule, start=None, steps=100, record_state=False, on_divergence=
         path = run("rosenbrock", optim.adam(0.05), steps=300)
         path.losses[-1] < path.losses[0]    # True
     """
-    from . import optim
+    from .. import optim
 
     s = get(surface)
     if not isinstance(rule, optim.Transform):
@@ -436,7 +436,7 @@ def loss_along_line(model, loss, start, end, data, alphas=None):
 
     Example: ``loss_along_line(net, SoftmaxCrossEntropy(), w_a, w_b, {"test": (X, y)})``.
     """
-    from .train import evaluate
+    from ..train import evaluate
 
     alphas = np.linspace(-0.25, 1.25, 31) if alphas is None else np.asarray(alphas, float)
     named = model.named_parameters()

@@ -32,11 +32,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .backend import backend_of, get_backend
-from .backend.numpy_ref.core import ACTIVATIONS
-from .errors import check_finite
-from .init import as_rng
-from .losses import SoftmaxCrossEntropy
+from ..backend import backend_of, get_backend
+from ..backend.numpy_ref.core import ACTIVATIONS
+from ..errors import check_finite
+from ..init import as_rng
+from ..losses import SoftmaxCrossEntropy
 
 __all__ = [
     "Network",
@@ -125,7 +125,7 @@ class Network:
     def to_sequential(self, backend=None):
         """The decoupled form (Sec. 3.2.6): Linear, activation, Linear, ... sharing copies of
         the weights, as a ``ddlib.layers.Sequential`` on ``backend`` (default: current)."""
-        from .layers import ACTIVATION_LAYERS, Linear, Sequential
+        from ..layers import ACTIVATION_LAYERS, Linear, Sequential
 
         be = get_backend(backend)
         seq = []
@@ -289,7 +289,7 @@ def finite_difference_gradients(net, X, y, loss=None, eps=1e-5):
     Two forward passes per parameter, so only for small nets; it is the yardstick the
     recursions are measured against.
     """
-    from .gradcheck import numerical_gradient
+    from ..gradcheck import numerical_gradient
 
     loss = loss or SoftmaxCrossEntropy()
     be = get_backend()
@@ -312,7 +312,7 @@ def finite_difference_check(net, X, y, grads, loss=None, eps=1e-5, floor=1e-4, n
     1e-11, which would swamp the plain ratio for gradients of size 1e-6, so entries below
     ``floor`` are in effect judged by their absolute error.  Returns {"W1": rho, ...}.
     """
-    from .gradcheck import numerical_gradient
+    from ..gradcheck import numerical_gradient
 
     loss = loss or SoftmaxCrossEntropy()
     rng = as_rng(seed)
@@ -345,8 +345,8 @@ def table_3_1(seed=0, n=4, d=6, finite_differences=True):
     ``finite_differences`` is False).  Returns a list of dicts with keys function, type,
     forward, backward, rule_error, rho.
     """
-    from .gradcheck import numerical_gradient, relative_error
-    from .layers import FunctionLayer, HardTanh, Linear, Max, ReLU, Sigmoid, Tanh
+    from ..gradcheck import numerical_gradient, relative_error
+    from ..layers import FunctionLayer, HardTanh, Linear, Max, ReLU, Sigmoid, Tanh
 
     rng = as_rng(seed)
     be = get_backend()

@@ -26,8 +26,8 @@ import numbers
 import time
 from dataclasses import dataclass, field
 
-from .errors import check_int
-from .init import as_rng
+from ..errors import check_int
+from ..init import as_rng
 
 __all__ = [
     "GraphError",
