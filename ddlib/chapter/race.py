@@ -100,8 +100,8 @@ class MLPResult(NamedTuple):
 @functools.lru_cache(maxsize=256)
 def _mlp_run(name, lr, adaptive_lr, beta, rho, epochs, hidden, batch_size, seed, n_train,
              backend):
-    from . import layers, losses, train
-    from .backend import use_backend
+    from .. import layers, losses, train
+    from ..backend import use_backend
 
     digits = _digits(seed, n_train)
     rule = race_rules([name], lr, adaptive_lr, beta, rho)[name]
@@ -123,7 +123,7 @@ def _mlp_run(name, lr, adaptive_lr, beta, rho, epochs, hidden, batch_size, seed,
 
 @functools.lru_cache(maxsize=8)
 def _digits(seed, n_train):
-    from . import data
+    from .. import data
 
     return data.load_digits(seed=seed, n_train=n_train)
 
