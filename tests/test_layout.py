@@ -1,0 +1,52 @@
+"""The house's one rule: library code never imports ``ddlib.chapter`` or ``ddlib.notebook``."""
+
+import ast
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent / "ddlib"
+SHOW = ("chapter", "notebook")
+
+
+def _library_files():
+    for path in sorted(ROOT.rglob("*.py")):
+        rel = path.relative_to(ROOT).parts
+        if rel[0] not in SHOW:
+            yield path
+
+
+def _imported(path):
+    """Absolute module names a file imports (relative imports resolved against ddlib)."""
+    pkg = ["ddlib", *path.relative_to(ROOT).parent.parts]
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            yield from (a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = pkg[: len(pkg) - node.level + 1] if node.level else []
+            mod = ".".join(base + ([node.module] if node.module else []))
+            yield mod
+            for a in node.names:
+                yield f"{mod}.{a.name}"
+
+
+@pytest.mark.parametrize("path", list(_library_files()), ids=lambda p: str(p.relative_to(ROOT)))
+def test_library_module_does_not_import_chapter_or_notebook(path):
+    bad = [m for m in _imported(path) if m.split(".")[:2] in (["ddlib", s] for s in SHOW)]
+    assert not bad, f"{path.relative_to(ROOT)} imports {bad}; move the code or invert the dependency"
+
+
+def test_the_checker_sees_a_forbidden_import(tmp_path):
+    # the resolution of relative imports is what could go wrong: check it on a known case
+    fake = ROOT / "optim" / "base.py"
+    names = set(_imported(fake))
+    assert "ddlib.backend.get_backend" in names
+
+
+def test_import_ddlib_loads_neither_numba_nor_the_chapter():
+    code = ("import sys, ddlib; bad = [m for m in sys.modules if m == 'numba' or "
+            "m.startswith(('ddlib.chapter', 'ddlib.notebook'))]; print(bad)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
