@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .backend import get_backend, use_backend
+from .backend.arrays import is_device
 from .errors import DivergenceError, check_int
 from .init import as_rng
 
@@ -27,11 +28,19 @@ class MinibatchSampler:
         self.rng = as_rng(seed)
         self.drop_last = drop_last
 
-    def __iter__(self):
-        order = self.rng.permutation(self.n) if self.shuffle else np.arange(self.n)
+    def order(self):
+        """The next epoch's order of the ``n`` indices (a fresh shuffle each call)."""
+        return self.rng.permutation(self.n) if self.shuffle else np.arange(self.n)
+
+    def bounds(self):
+        """(start, stop) of each batch within an epoch's order."""
         stop = self.n - (self.n % self.batch_size if self.drop_last else 0)
-        for i in range(0, stop, self.batch_size):
-            yield order[i:i + self.batch_size]
+        return [(i, min(i + self.batch_size, self.n)) for i in range(0, stop, self.batch_size)]
+
+    def __iter__(self):
+        order = self.order()
+        for start, stop in self.bounds():
+            yield order[start:stop]
 
     def __len__(self):
         full, rest = divmod(self.n, self.batch_size)
@@ -68,7 +77,10 @@ def evaluate(model, loss, X, y, batch_size=1024):
 
 @dataclass
 class History:
-    """What a training run recorded: loss per step, and per-epoch summaries."""
+    """What a training run recorded: loss per step, and per-epoch summaries.
+
+    An epoch that a step budget cut short is summarized over the examples it did see.
+    """
 
     step_loss: list = field(default_factory=list)
     epoch_train_loss: list = field(default_factory=list)
@@ -76,41 +88,106 @@ class History:
     val_acc: list = field(default_factory=list)
     examples_seen: list = field(default_factory=list)
 
+    @property
+    def steps(self) -> int:
+        """How many steps the run took."""
+        return len(self.step_loss)
+
+
+def _gather(be, X, idx):
+    """The rows ``X[idx]`` on the current backend (a device batch is cut on the device)."""
+    if is_device(X):
+        return be.take_rows(X, idx)
+    return be.asarray(X[idx])
+
 
 def fit(model, loss, optimizer, X, y, epochs=1, batch_size=32, seed=None, X_val=None,
-        y_val=None, progress=False, max_loss=1e6, callback=None):
-    """Train with mini-batch SGD; returns a History.
+        y_val=None, progress=False, max_loss=1e6, callback=None, *, max_steps=None,
+        drop_last=False, shuffle=True, on_step=None, step_fn=None):
+    """Train with mini-batch SGD (Sec. 3.2.8); returns a ``History``.
 
-    Stops with ``DivergenceError`` (naming the step and the loss) when a batch loss is
-    non-finite or above ``max_loss``.  ``callback(epoch, history)`` runs after each epoch.
+    The one training loop of ddlib: the chapter studies and ``DeviceTrainer`` call it too,
+    so a run that blows up is reported the same way wherever it happens.
+
+    epochs:     passes over the data; ``None`` runs until ``max_steps``
+    max_steps:  stop after this many steps (the last epoch may then be partial)
+    drop_last:  skip the last batch of an epoch when it is smaller than ``batch_size``
+    shuffle:    reshuffle the order every epoch (seeded by ``seed``, an int or a Generator)
+    on_step:    ``on_step(step, loss, model)`` after every step; steps count from 0, as
+                ``Optimizer.steps`` does
+    callback:   ``callback(epoch, history)`` after every epoch
+    step_fn:    ``step_fn(xb, yb) -> loss`` replaces the default step (forward, loss,
+                backward, ``optimizer.step()``); it may return ``None`` when the loss stays
+                on the device (the caller then checks the run itself)
+
+    Before any update is applied, a batch loss that is non-finite or above ``max_loss``
+    stops the run with ``DivergenceError`` naming the step and the loss; the parameters
+    are then those the last good step left (the diverged step never touches them).
+    ``X`` and ``y`` may be device arrays: each epoch's order then goes to the GPU once and
+    the batches are gathered there.
     """
-    epochs = check_int("epochs", epochs)
-    if len(X) != len(y):
-        raise ValueError(f"X has {len(X)} rows but y has {len(y)} labels")
+    if epochs is None and max_steps is None:
+        raise ValueError("fit: give epochs, max_steps or both (epochs=None needs max_steps)")
+    if epochs is not None:
+        epochs = check_int("epochs", epochs)
+    if max_steps is not None:
+        max_steps = check_int("max_steps", max_steps)
+    if on_step is not None and not callable(on_step):
+        raise TypeError(f"on_step must be callable (step, loss, model), got {on_step!r}")
+    if not is_device(X):
+        X, y = np.asarray(X), np.asarray(y)
+    n = X.shape[0]
+    if n != y.shape[0]:
+        raise ValueError(f"X has {n} rows but y has {y.shape[0]} labels")
+    sampler = MinibatchSampler(n, batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last)
+    if len(sampler) == 0:
+        raise ValueError(f"batch_size={batch_size} is larger than the {n} examples and "
+                         "drop_last=True leaves no batch")
     be = get_backend()
-    sampler = MinibatchSampler(len(X), batch_size, seed=seed)
+    on_gpu = is_device(X)
+    if step_fn is None:
+        def step_fn(xb, yb):
+            out = model.forward(xb, train=True)
+            value = loss.forward(out, yb)
+            if not math.isfinite(value) or value > max_loss:
+                raise DivergenceError(hist.steps, value)
+            model.backward(loss.backward(), need_dx=False)
+            optimizer.step()
+            return value
+
     hist = History()
     seen = 0
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=epochs * len(sampler), desc="training", leave=False)
+        total = len(sampler) * epochs if epochs is not None else max_steps
+        bar = tqdm(total=min(total, max_steps or total), desc="training", leave=False)
+    epoch = 0
     try:
-        for epoch in range(epochs):
-            total = 0.0
-            for idx in sampler:
-                xb = be.asarray(X[idx])
-                yb = y[idx]
-                value = train_step(model, loss, optimizer, xb, yb)
-                if not math.isfinite(value) or value > max_loss:
-                    raise DivergenceError(len(hist.step_loss), value)
+        while (epochs is None or epoch < epochs) and (max_steps is None or hist.steps < max_steps):
+            total, count = 0.0, 0
+            order = sampler.order()
+            if on_gpu:
+                order = be.asarray(order)
+            for start, stop in sampler.bounds():
+                idx = order[start:stop]
+                value = step_fn(_gather(be, X, idx), _gather(be, y, idx) if on_gpu else y[idx])
+                if value is not None:
+                    if not math.isfinite(value) or value > max_loss:
+                        raise DivergenceError(hist.steps, value)
+                    total += value * (stop - start)
                 hist.step_loss.append(value)
-                total += value * len(idx)
-                seen += len(idx)
+                count += stop - start
+                if on_step is not None:
+                    on_step(hist.steps - 1, value, model)
                 if bar is not None:
                     bar.update(1)
-            hist.epoch_train_loss.append(total / len(X))
+                if max_steps is not None and hist.steps >= max_steps:
+                    break
+            seen += count
+            if value is not None:
+                hist.epoch_train_loss.append(total / count)
             hist.examples_seen.append(seen)
             if X_val is not None:
                 vl, va = evaluate(model, loss, X_val, y_val)
@@ -118,6 +195,7 @@ def fit(model, loss, optimizer, X, y, epochs=1, batch_size=32, seed=None, X_val=
                 hist.val_acc.append(va)
             if callback is not None:
                 callback(epoch, hist)
+            epoch += 1
     finally:
         if bar is not None:
             bar.close()

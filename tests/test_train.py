@@ -177,3 +177,79 @@ def test_bad_epochs():
     with pytest.raises(ValueError, match="epochs must be >= 1, got 0"):
         fit(model, SoftmaxCrossEntropy(), Optimizer(model, sgd(0.1)), np.zeros((2, 2)),
             np.zeros(2, dtype=np.int64), epochs=0)
+
+
+def test_fit_stops_at_the_step_budget_inside_an_epoch(digits):
+    model = mlp([64, 10], rng=0)
+    X, y = digits.X_train[:100], digits.y_train[:100]
+    hist = fit(model, SoftmaxCrossEntropy(), Optimizer(model, sgd(0.01)), X, y, epochs=None,
+               max_steps=7, batch_size=30, seed=0)
+    # 4 batches per epoch (30, 30, 30, 10): one full epoch, then 3 steps of the second
+    assert hist.steps == 7
+    assert hist.examples_seen == [100, 190]
+    assert len(hist.epoch_train_loss) == 2
+    assert hist.epoch_train_loss[1] == pytest.approx(np.mean(hist.step_loss[4:]))
+
+
+def test_fit_with_epochs_and_budget_stops_at_whichever_comes_first(digits):
+    model = mlp([64, 10], rng=0)
+    X, y = digits.X_train[:100], digits.y_train[:100]
+    opt = Optimizer(model, sgd(0.01))
+    assert fit(model, SoftmaxCrossEntropy(), opt, X, y, epochs=1, max_steps=50,
+               batch_size=30, seed=0).steps == 4
+    assert fit(model, SoftmaxCrossEntropy(), opt, X, y, epochs=5, max_steps=2,
+               batch_size=30, seed=0).steps == 2
+    assert opt.steps == 6
+
+
+def test_fit_drop_last_skips_the_short_batch(digits):
+    model = mlp([64, 10], rng=0)
+    X, y = digits.X_train[:100], digits.y_train[:100]
+    seen = []
+    hist = fit(model, SoftmaxCrossEntropy(), Optimizer(model, sgd(0.01)), X, y, epochs=2,
+               batch_size=30, seed=0, drop_last=True,
+               on_step=lambda step, value, m: seen.append((step, value, m is model)))
+    assert hist.steps == 6 and hist.examples_seen == [90, 180]
+    assert [s for s, _, _ in seen] == list(range(6))
+    assert [v for _, v, _ in seen] == hist.step_loss
+    assert all(same for _, _, same in seen)
+    with pytest.raises(ValueError, match="batch_size=200 is larger than the 100 examples"):
+        fit(model, SoftmaxCrossEntropy(), Optimizer(model, sgd(0.01)), X, y,
+            batch_size=200, drop_last=True)
+
+
+def test_fit_rejects_a_run_without_an_end_and_a_bad_hook(digits):
+    model = mlp([64, 10], rng=0)
+    X, y = digits.X_train[:10], digits.y_train[:10]
+    with pytest.raises(ValueError, match="epochs=None needs max_steps"):
+        fit(model, SoftmaxCrossEntropy(), Optimizer(model, sgd(0.01)), X, y, epochs=None)
+    with pytest.raises(ValueError, match="max_steps must be >= 1"):
+        fit(model, SoftmaxCrossEntropy(), Optimizer(model, sgd(0.01)), X, y, max_steps=0)
+    with pytest.raises(TypeError, match="on_step must be callable"):
+        fit(model, SoftmaxCrossEntropy(), Optimizer(model, sgd(0.01)), X, y, on_step=3)
+
+
+def test_a_diverged_step_leaves_the_parameters_as_the_last_good_step_left_them(digits):
+    model = mlp([64, 32, 10], activation="relu", rng=0)
+    opt = Optimizer(model, sgd(1e6))
+    snapshots = []
+    with pytest.raises(DivergenceError) as info:
+        fit(model, SoftmaxCrossEntropy(), opt, digits.X_train, digits.y_train, epochs=2,
+            batch_size=32, seed=0, max_loss=1e3,
+            on_step=lambda step, value, m: snapshots.append(
+                [layer.params[k].copy() for _, layer, k in m.named_parameters()]))
+    step = info.value.step
+    assert step == len(snapshots) == opt.steps  # steps 0 .. step-1 ran, step did not
+    for (_, layer, k), saved in zip(model.named_parameters(), snapshots[-1]):
+        np.testing.assert_array_equal(layer.params[k], saved)
+
+
+def test_fit_accepts_a_custom_step_that_keeps_its_loss(digits):
+    model = mlp([64, 10], rng=0)
+    X, y = digits.X_train[:64], digits.y_train[:64]
+    calls = []
+    hist = fit(model, SoftmaxCrossEntropy(), None, X, y, epochs=2, batch_size=32, seed=0,
+               step_fn=lambda xb, yb: calls.append(xb.shape[0]))
+    assert calls == [32, 32, 32, 32]
+    assert hist.step_loss == [None] * 4 and hist.epoch_train_loss == []
+    assert hist.examples_seen == [64, 128]

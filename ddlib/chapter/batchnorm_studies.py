@@ -69,16 +69,10 @@ def train_tracked(model, loss, optimizer, X, y, X_test, y_test, steps, batch_siz
     (Ioffe and Szegedy's Fig. 1(b, c)).  A non-finite or exploding loss raises
     ``DivergenceError``.  Returns a ``TrackedRun``.
     """
-    from ..train import MinibatchSampler, train_step
+    from ..train import fit
 
     steps = check_int("steps", steps)
     eval_every = check_int("eval_every", eval_every)
-    if len(X) != len(y):
-        raise ValueError(f"X has {len(X)} rows but y has {len(y)} labels")
-    be = get_backend()
-    sampler = MinibatchSampler(len(X), batch_size, seed=seed, drop_last=True)
-    if len(sampler) == 0:
-        raise ValueError(f"batch_size={batch_size} is larger than the {len(X)} training examples")
     run = TrackedRun(q=tuple(q))
     layer_k, unit = probe
 
@@ -91,19 +85,15 @@ def train_tracked(model, loss, optimizer, X, y, X_test, y_test, steps, batch_siz
         if h:
             run.percentiles.append(np.percentile(h[layer_k][:, unit], q))
 
+    def on_step(step, value, _model):
+        if (step + 1) % eval_every == 0:
+            record(step + 1)
+
     record(0)
-    step = 0
-    while step < steps:
-        for idx in sampler:
-            value = train_step(model, loss, optimizer, be.asarray(X[idx]), y[idx])
-            if not math.isfinite(value) or value > max_loss:
-                raise DivergenceError(step, value)
-            run.loss.append(value)
-            step += 1
-            if step % eval_every == 0:
-                record(step)
-            if step >= steps:
-                break
+    hist = fit(model, loss, optimizer, X, y, epochs=None, max_steps=steps,
+               batch_size=batch_size, seed=seed, drop_last=True, max_loss=max_loss,
+               on_step=on_step)
+    run.loss = hist.step_loss
     run.percentiles = np.array(run.percentiles)
     return run
 
@@ -149,6 +139,7 @@ def lr_sweep(make_model, make_optimizer, lrs, X, y, steps, batch_size=60, seed=0
     a list of dicts (lr, stable, final_loss).
     """
     from ..losses import SoftmaxCrossEntropy
+    from ..train import fit
 
     out = []
     for lr in lrs:
@@ -156,11 +147,11 @@ def lr_sweep(make_model, make_optimizer, lrs, X, y, steps, batch_size=60, seed=0
         opt = make_optimizer(model, lr)
         try:
             with np.errstate(over="ignore", invalid="ignore"):
-                run = train_tracked(model, SoftmaxCrossEntropy(), opt, X, y, None, None,
-                                    steps, batch_size=batch_size, seed=seed,
-                                    max_loss=max_loss)
-            tail = float(np.mean(run.loss[-max(1, steps // 10):]))
-            stable = math.isfinite(tail) and tail < learned * run.loss[0]
+                hist = fit(model, SoftmaxCrossEntropy(), opt, X, y, epochs=None,
+                           max_steps=steps, batch_size=batch_size, seed=seed,
+                           drop_last=True, max_loss=max_loss)
+            tail = float(np.mean(hist.step_loss[-max(1, steps // 10):]))
+            stable = math.isfinite(tail) and tail < learned * hist.step_loss[0]
         except (DivergenceError, FloatingPointError):
             tail, stable = math.inf, False
         out.append(dict(lr=lr, stable=stable, final_loss=tail))

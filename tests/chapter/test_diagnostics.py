@@ -4,16 +4,15 @@ import doctest
 
 import numpy as np
 import pytest
+
+from ddlib import monitor, optim
+from ddlib.chapter import descent, vanishing
 from ddlib.chapter.descent import QuadraticBowl, steepest_descent_path, steps_to_converge
 from ddlib.chapter.vanishing import chain_gradients, sigmoid_bound
-from ddlib.monitor import StatsRecorder, backward_norms, batch_stats, dead_fraction, distinct_units
-
-from ddlib import optim
-from ddlib import monitor
-from ddlib.chapter import descent, vanishing
 from ddlib.gradcheck import numerical_gradient
 from ddlib.layers import Linear, ReLU, Sequential, mlp
 from ddlib.losses import SoftmaxCrossEntropy
+from ddlib.monitor import StatsRecorder, backward_norms, batch_stats, dead_fraction, distinct_units
 
 
 def test_docstring_examples():
