@@ -11,10 +11,20 @@ from .errors import check_labels
 
 
 class Loss:
+    """Base class: ``forward`` keeps what the gradient needs in ``_cache``; ``backward``
+    checks that a forward pass came first and hands over to the subclass's ``_backward``."""
+
     name = "loss"
+    _cache = None
 
     def __call__(self, scores, targets):
         return self.forward(scores, targets)
+
+    def backward(self):
+        """The gradient of the last ``forward``'s mean loss with respect to the scores."""
+        if self._cache is None:
+            raise RuntimeError(f"{self.name}: backward called before forward")
+        return self._backward()
 
 
 class SoftmaxCrossEntropy(Loss):
@@ -43,9 +53,7 @@ class SoftmaxCrossEntropy(Loss):
         self._cache = (probs, labels_be)
         return loss
 
-    def backward(self):
-        if self._cache is None:
-            raise RuntimeError(f"{self.name}: backward called before forward")
+    def _backward(self):
         probs, labels = self._cache
         return get_backend().softmax_xent_backward(probs, labels)
 
@@ -73,7 +81,5 @@ class MSE(Loss):
         value, self._cache = be.mse(scores, targets)
         return value
 
-    def backward(self):
-        if self._cache is None:
-            raise RuntimeError(f"{self.name}: backward called before forward")
+    def _backward(self):
         return self._cache

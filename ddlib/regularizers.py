@@ -88,29 +88,27 @@ class HiddenLoss(Layer):
         self.lam = check_positive("lam", lam, allow_zero=True)
         self.value = 0.0
         self._grad = None
-        self._shape = None
+        self._cache = None
 
     def forward(self, x, train=True):
         check_input(self, x)
         be = get_backend()
         h = be.to_numpy(x) if be.name == "cuda" else np.asarray(x)
-        self._shape = tuple(h.shape)
+        self._cache = tuple(h.shape)
         if train:
             value, grad = self.penalty(h, self.lam)
-            if tuple(np.shape(grad)) != self._shape:
+            if tuple(np.shape(grad)) != self._cache:
                 raise ValueError(f"{self.name}: penalty gradient has shape {np.shape(grad)}, "
-                                 f"expected {self._shape}")
+                                 f"expected {self._cache}")
             self.value, self._grad = float(value), grad
         else:
             self.value, self._grad = 0.0, None
         return x
 
-    def backward(self, g, need_dx=True):
-        if self._shape is None:
-            raise RuntimeError(f"{self.name}: backward called before forward")
-        if tuple(g.shape) != self._shape:
+    def _backward(self, g, need_dx=True):
+        if tuple(g.shape) != self._cache:
             raise ValueError(f"{self.name}: upstream gradient has shape {tuple(g.shape)} but "
-                             f"the hidden layer's output has shape {self._shape}")
+                             f"the hidden layer's output has shape {self._cache}")
         if self._grad is None:
             raise RuntimeError(f"{self.name}: backward after a forward with train=False")
         be = get_backend()
@@ -122,15 +120,9 @@ class HiddenLoss(Layer):
         return f"{self.name}({self.penalty_name}, lam={self.lam:g})"
 
 
-def _walk(model):
-    yield model
-    for child in getattr(model, "layers", ()) or ():
-        yield from _walk(child)
-
-
 def hidden_losses(model):
     """Every ``HiddenLoss`` inside ``model`` (searching nested containers), in order."""
-    return [layer for layer in _walk(model) if isinstance(layer, HiddenLoss)]
+    return [layer for layer in model.modules() if isinstance(layer, HiddenLoss)]
 
 
 def hidden_penalty(model):

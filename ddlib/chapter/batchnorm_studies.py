@@ -18,7 +18,16 @@ from ..backend import get_backend
 from ..errors import DivergenceError, check_int
 from ..init import as_rng
 from ..layers.activations import Activation
-from ..layers.batchnorm import BatchNorm, walk
+from ..layers.batchnorm import BatchNorm
+
+
+def _pipeline(model):
+    """The layers a batch flows through in order (nested Sequentials flattened)."""
+    from ..layers import Sequential
+
+    if isinstance(model, Sequential):
+        return [step for layer in model.layers for step in _pipeline(layer)]
+    return [model]
 
 
 def activation_inputs(model, X, train=False, return_output=False):
@@ -31,7 +40,7 @@ def activation_inputs(model, X, train=False, return_output=False):
     be = get_backend()
     h = be.asarray(X)
     seen = []
-    for layer in walk(model):
+    for layer in _pipeline(model):
         if isinstance(layer, Activation):
             seen.append(be.to_numpy(h).copy())
         h = layer.forward(h, train=train)
@@ -112,7 +121,7 @@ def batch_noise(model, X, index, n_batches=20, batch_size=32, seed=0):
         raise ValueError(f"index must lie in [0, {len(X)}), got {index}")
     rng = as_rng(seed)
     be = get_backend()
-    bns = [layer for layer in walk(model) if isinstance(layer, BatchNorm)]
+    bns = [layer for layer in model.modules() if isinstance(layer, BatchNorm)]
     saved = [(bn.buffers.copy(), bn.batches_seen) for bn in bns]
     for bn in bns:  # updates would otherwise land in the running averages
         bn.buffers = {k: be.asarray(be.to_numpy(v).copy()) for k, v in bn.buffers.items()}

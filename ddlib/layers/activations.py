@@ -39,9 +39,7 @@ class Activation(Layer):
         y, self._cache = activation_forward(self.kind, x, self.alpha)
         return y
 
-    def backward(self, g, need_dx=True):
-        if self._cache is None:
-            raise RuntimeError(f"{self.name}: backward called before forward")
+    def _backward(self, g, need_dx=True):
         return activation_backward(self.kind, g, self._cache, self.alpha)
 
     def __repr__(self):

@@ -23,11 +23,37 @@ class Layer:
         # batch at the model's input is enough, and it is not free.
         self.check_finite = True
 
+    #: what ``forward`` keeps for the backward pass; None until a forward pass has run
+    _cache = None
+    #: added to the error raised when backward runs without a cache
+    _no_cache_hint = ""
+
     def forward(self, x, train=True):
         raise NotImplementedError
 
     def backward(self, g, need_dx=True):
-        raise NotImplementedError
+        """The gradient with respect to the input; fills ``grads`` on the way.
+
+        Checks that a forward pass left its cache, then runs the subclass's ``_backward``.
+        """
+        if self._cache is None:
+            raise RuntimeError(f"{self.name}: backward called before forward{self._no_cache_hint}")
+        return self._backward(g, need_dx)
+
+    def _backward(self, g, need_dx):
+        raise NotImplementedError(f"{type(self).__name__} has no backward pass")
+
+    def children(self):
+        """The layers directly inside this one (none for a plain layer)."""
+        return ()
+
+    def modules(self):
+        """This layer and every layer inside it, depth first, in network order (as
+        PyTorch's ``Module.modules``); ``[m for m in net.modules() if not m.children()]``
+        lists the leaf layers a batch flows through."""
+        yield self
+        for child in self.children():
+            yield from child.modules()
 
     def __call__(self, x, train=True):
         return self.forward(x, train=train)

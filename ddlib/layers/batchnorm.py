@@ -106,6 +106,8 @@ class BatchNorm(Layer):
     (1, 3)
     """
 
+    _no_cache_hint = " (it needs a forward pass in training mode first; inference mode keeps no cache)"
+
     def __init__(self, d, eps=1e-5, momentum=0.1, backward="compact", dtype=np.float64,
                  name=None):
         super().__init__(name)
@@ -162,10 +164,7 @@ class BatchNorm(Layer):
         self.batches_seen += 1
         return out
 
-    def backward(self, g, need_dx=True):
-        if self._cache is None:
-            raise RuntimeError(f"{self.name}: backward needs a forward pass in training mode "
-                               "first (inference mode keeps no cache)")
+    def _backward(self, g, need_dx=True):
         x = self._cache[0]
         if tuple(g.shape) != tuple(x.shape):
             raise ValueError(f"{self.name}: gradient has shape {tuple(g.shape)} but the "
@@ -240,16 +239,6 @@ class _Moments:
         self.n = n
 
 
-def walk(model):
-    """Every leaf layer of ``model`` in order (descending into Sequential containers)."""
-    inner = getattr(model, "layers", None)
-    if inner is None:
-        yield model
-        return
-    for layer in inner:
-        yield from walk(layer)
-
-
 def estimate_population_statistics(model, X, batch_size=256):
     """Set every BatchNorm layer's statistics to those of the data ``X`` (Sec. 3.6).
 
@@ -263,7 +252,7 @@ def estimate_population_statistics(model, X, batch_size=256):
     if len(X) < 2:
         raise ValueError(f"X must hold at least 2 examples to estimate a variance, got {len(X)}")
     be = get_backend()
-    layers = [layer for layer in walk(model) if isinstance(layer, BatchNorm)]
+    layers = [layer for layer in model.modules() if isinstance(layer, BatchNorm)]
     for bn in layers:
         bn._collect = _Moments(bn.d)
         try:

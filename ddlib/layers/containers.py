@@ -85,6 +85,9 @@ class Sequential(Layer):
                 g, i = layers[i].backward(g, need_dx=need_dx or i > 0), i - 1
         return g
 
+    def children(self):
+        return tuple(self.layers)
+
     def named_parameters(self, prefix=""):
         out = []
         for i, layer in enumerate(self.layers):

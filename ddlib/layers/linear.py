@@ -65,9 +65,7 @@ class Linear(Layer):
         out, self._cache = linear_forward(x, self.params["W"], self.params.get("b"))
         return out
 
-    def backward(self, g, need_dx=True):
-        if self._cache is None:
-            raise RuntimeError(f"{self.name}: backward called before forward")
+    def _backward(self, g, need_dx=True):
         dx, _, _ = linear_backward(g, self._cache, dW=self.grads["W"], db=self.grads.get("b"),
                                    need_dx=need_dx, with_bias=self.use_bias)
         return dx

@@ -95,9 +95,7 @@ class Maxout(Layer):
         out, self._cache = maxout_forward(x, self.params["W"], self.params["b"], self.k)
         return out
 
-    def backward(self, g, need_dx=True):
-        if self._cache is None:
-            raise RuntimeError(f"{self.name}: backward called before forward")
+    def _backward(self, g, need_dx=True):
         n = self._cache[1][1][0]
         if tuple(g.shape) != (n, self.d_out):
             raise ValueError(f"{self.name}: upstream gradient has shape {tuple(g.shape)}, "
@@ -175,9 +173,7 @@ class PReLU(Layer):
         y, self._cache = prelu_forward(x, self.params["alpha"] if self.learn else self.fixed_alpha)
         return y
 
-    def backward(self, g, need_dx=True):
-        if self._cache is None:
-            raise RuntimeError(f"{self.name}: backward called before forward")
+    def _backward(self, g, need_dx=True):
         if tuple(g.shape) != self._cache[0].shape:
             raise ValueError(f"{self.name}: upstream gradient has shape {tuple(g.shape)}, "
                              f"expected {self._cache[0].shape}")

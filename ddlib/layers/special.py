@@ -110,9 +110,7 @@ class Max(Layer):
         out, self._cache = max_forward(x, self.k)
         return out
 
-    def backward(self, g, need_dx=True):
-        if self._cache is None:
-            raise RuntimeError(f"{self.name}: backward called before forward")
+    def _backward(self, g, need_dx=True):
         n, d = self._cache[1]
         _check_grad(self.name, g, (n, d // self.k))
         return max_backward(g, self._cache)
@@ -193,9 +191,7 @@ class FunctionLayer(Layer):
         self._out_shape = tuple(out.shape)
         return out
 
-    def backward(self, g, need_dx=True):
-        if self._cache is None:
-            raise RuntimeError(f"{self.name}: backward called before forward")
+    def _backward(self, g, need_dx=True):
         _check_grad(self.name, g, self._out_shape)
         try:
             return function_backward(g, self._cache)
@@ -254,9 +250,7 @@ class Softmax(Layer):
         out, self._cache = softmax_forward(x)
         return out
 
-    def backward(self, g, need_dx=True):
-        if self._cache is None:
-            raise RuntimeError(f"{self.name}: backward called before forward")
+    def _backward(self, g, need_dx=True):
         _check_grad(self.name, g, self._cache.shape)
         return softmax_backward(g, self._cache)
 
@@ -296,9 +290,7 @@ class CrossEntropy(Loss):
         self._cache = (picked, labels, p.shape, p.dtype, be)
         return float(-np.mean(np.log(picked)))
 
-    def backward(self):
-        if self._cache is None:
-            raise RuntimeError(f"{self.name}: backward called before forward")
+    def _backward(self):
         picked, labels, shape, dtype, be = self._cache
         n = shape[0]
         dp = np.zeros(shape, dtype=dtype)

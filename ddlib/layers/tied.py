@@ -69,12 +69,11 @@ class TiedAutoencoder(Layer):
                                 "not a Layer")
         self.code_layers = list(code_layers)
         self.grad_copies = {}
-        self._caches = None
+        self._cache = None
 
-    @property
-    def layers(self):
-        """The parameter-free layers inside (so ``hidden_losses`` can find code taps)."""
-        return [self.encoder_act, *self.code_layers, self.decoder_act]
+    def children(self):
+        """The parameter-free layers inside (so ``hidden_losses`` finds the code taps)."""
+        return (self.encoder_act, *self.code_layers, self.decoder_act)
 
     def encode(self, x, train=True):
         """The code h = f(x W + b), (n, d_hidden)."""
@@ -96,13 +95,11 @@ class TiedAutoencoder(Layer):
     def forward(self, x, train=True):
         h, enc_cache = self.encode(x, train=train)
         out, dec_cache = self.decode(h, train=train)
-        self._caches = (enc_cache, dec_cache)
+        self._cache = (enc_cache, dec_cache)
         return out
 
-    def backward(self, g, need_dx=True):
-        if self._caches is None:
-            raise RuntimeError(f"{self.name}: backward called before forward")
-        enc_cache, dec_cache = self._caches
+    def _backward(self, g, need_dx=True):
+        enc_cache, dec_cache = self._cache
         n = enc_cache[0].shape[0]
         if tuple(g.shape) != (n, self.d_in):
             raise ValueError(f"{self.name}: upstream gradient has shape {tuple(g.shape)}, "
