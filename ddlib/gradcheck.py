@@ -1,12 +1,16 @@
 """Gradient checking (Sec. 3.2.10): finite differences against backpropagation.
 
 The forward difference (Eq. 3.33) perturbs one weight by eps; the central difference
-(L(w+eps) - L(w-eps)) / 2eps is one order more accurate and the default here.  The
-chapter's relative ratio (Eq. 3.34) compares the estimate G_e with the analytic G_a:
+(L(w+eps) - L(w-eps)) / 2eps is one order more accurate and the default here.  In the
+chapter's notation G_e is the derivative backpropagation computes and G_a its
+finite-difference approximation; Eq. 3.34 compares them by the ratio
 
     rho = |G_e - G_a| / |G_e + G_a|
 
-It should be below about 1e-6 for smooth functions; near ReLU's kink 1e-3 is acceptable.
+which should stay below about 1e-6 for smooth functions (1e-3 near ReLU's kink).
+``relative_error`` is the one implementation of that ratio in ddlib: the layer-level
+``check_model`` here and the chapter's hand-written recursions
+(``ddlib.chapter.backprop.finite_difference_check``) both use it.
 """
 
 from __future__ import annotations
@@ -16,20 +20,30 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .backend import backend_of, get_backend
+from .backend.arrays import to_host as _host
 from .init import as_rng
 
 SMOOTH_THRESHOLD = 1e-6
 KINK_THRESHOLD = 1e-3
 
 
-def relative_error(g_analytic, g_estimate, floor=1e-12):
-    """Eq. 3.34, elementwise; 0 where both gradients are (numerically) zero."""
-    ga = np.asarray(g_analytic, dtype=np.float64)
-    ge = np.asarray(g_estimate, dtype=np.float64)
+def relative_error(g_backprop, g_estimate, floor=1e-12):
+    """Eq. 3.34 elementwise: |G_e - G_a| / max(|G_e + G_a|, floor).
+
+    ``g_backprop`` is G_e (backpropagation's value), ``g_estimate`` G_a (the finite
+    difference).  The ratio is symmetric in the two.  ``floor`` keeps the denominator away
+    from zero: where both gradients are smaller than it, the ratio measures their absolute
+    difference in units of ``floor`` (a central difference in float64 carries a rounding
+    error of about 1e-11, so a floor near 1e-4 judges tiny gradients fairly).  Equal
+    values give 0, including two zeros.
+
+    >>> float(relative_error(1.0, 1.0 + 2e-6))
+    9.99999...e-07
+    """
+    ge = np.asarray(g_backprop, dtype=np.float64)
+    ga = np.asarray(g_estimate, dtype=np.float64)
     num = np.abs(ge - ga)
-    den = np.abs(ge + ga)
-    out = np.where(den > floor, num / np.maximum(den, floor), np.where(num > floor, 1.0, 0.0))
-    return out
+    return np.where(num == 0, 0.0, num / np.maximum(np.abs(ge + ga), floor))
 
 
 def default_eps(method):
@@ -84,10 +98,6 @@ class GradcheckReport:
         verdict = "PASS" if self.passed else "FAIL"
         return (f"GradcheckReport({verdict}: worst rho = {self.worst_rho:.2e} at {self.where}, "
                 f"{self.n_checked} entries checked, threshold {self.threshold:.0e})")
-
-
-def _host(x):
-    return get_backend("cuda").to_numpy(x) if backend_of(x) == "cuda" else x
 
 
 def check_model(model, loss, x, y, eps=None, method="central", n_samples=None, seed=0,
@@ -150,10 +160,11 @@ def check_model(model, loss, x, y, eps=None, method="central", n_samples=None, s
         est = numerical_gradient(f, host, eps=eps, method=method, index=index)
         if push is not None:
             push()
-        ga, ge = analytic[n].reshape(-1)[index], est.reshape(-1)[index]
-        rho = relative_error(ga, ge)
+        # G_e: what backpropagation gave; G_a: the finite-difference estimate (Eq. 3.34)
+        g_e, g_a = analytic[n].reshape(-1)[index], est.reshape(-1)[index]
+        rho = relative_error(g_e, g_a)
         if atol > 0:
-            rho = np.where(np.abs(ga - ge) <= atol, 0.0, rho)
+            rho = np.where(np.abs(g_e - g_a) <= atol, 0.0, rho)
         worst = float(rho.max()) if rho.size else 0.0
         report.per_param[n] = worst
         report.n_checked += len(index)

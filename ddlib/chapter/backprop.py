@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..backend import backend_of, get_backend
+from ..backend.arrays import to_host as _host
 from ..backend.numpy_ref.core import ACTIVATIONS
 from ..errors import check_finite
 from ..init import as_rng
@@ -55,10 +56,6 @@ __all__ = [
     "draw_decoupled",
     "table_3_1",
 ]
-
-
-def _host(x):
-    return get_backend("cuda").to_numpy(x) if backend_of(x) == "cuda" else np.asarray(x)
 
 
 @dataclass
@@ -307,12 +304,12 @@ def finite_difference_check(net, X, y, grads, loss=None, eps=1e-5, floor=1e-4, n
     """Worst relative error (Eq. 3.34) of ``grads`` against central differences, per array.
 
     Perturbs host copies of each W_r and b_r (all entries, or ``n_samples`` random ones
-    per array) and re-runs the forward pass.  The ratio is |G_e - G_a| / max(|G_e + G_a|,
-    ``floor``): a central difference in float64 carries an absolute rounding error near
+    per array) and re-runs the forward pass.  The ratio is ``ddlib.gradcheck.relative_error``
+    with ``floor``: a central difference in float64 carries an absolute rounding error near
     1e-11, which would swamp the plain ratio for gradients of size 1e-6, so entries below
     ``floor`` are in effect judged by their absolute error.  Returns {"W1": rho, ...}.
     """
-    from ..gradcheck import numerical_gradient
+    from ..gradcheck import numerical_gradient, relative_error
 
     loss = loss or SoftmaxCrossEntropy()
     rng = as_rng(seed)
@@ -329,9 +326,8 @@ def finite_difference_check(net, X, y, grads, loss=None, eps=1e-5, floor=1e-4, n
             else:
                 index = [int(i) for i in rng.choice(arr.size, n_samples, replace=False)]
             est = numerical_gradient(objective, arr, eps=eps, index=index).reshape(-1)[index]
-            ga = np.asarray(g, dtype=np.float64).reshape(-1)[index]
-            rho = np.abs(est - ga) / np.maximum(np.abs(est + ga), floor)
-            out[f"{kind}{r + 1}"] = float(rho.max())
+            ge = np.asarray(g, dtype=np.float64).reshape(-1)[index]
+            out[f"{kind}{r + 1}"] = float(relative_error(ge, est, floor=floor).max())
     return out
 
 

@@ -8,7 +8,8 @@ with respect to its input (Eq. 3.24's g_i = J^T g_{i+1} for a layer with Jacobia
 
 import numpy as np
 
-from ..backend import backend_of, get_backend
+from ..backend import get_backend
+from ..backend.arrays import to_host
 
 
 class Layer:
@@ -67,8 +68,7 @@ class Layer:
         be = get_backend(backend)
         for d in (self.params, self.grads):
             for k, v in d.items():
-                host = get_backend("cuda").to_numpy(v) if backend_of(v) == "cuda" else np.asarray(v)
-                d[k] = be.asarray(host)
+                d[k] = be.asarray(to_host(v))
         return self
 
     def zero_grad(self):

@@ -16,11 +16,12 @@ linear part runs on the current backend; its max and the PReLU run on the host i
 import numpy as np
 
 from ..backend import get_backend
+from ..backend.arrays import to_host
 from ..errors import check_int, check_positive
 from ..init import as_rng, initialize
 from .base import Layer, check_input
 from .linear import linear_backward, linear_forward
-from .special import _host, max_backward, max_forward
+from .special import max_backward, max_forward
 
 __all__ = [
     "Maxout",
@@ -86,8 +87,7 @@ class Maxout(Layer):
         """The weights W_p (d_in, d_out) and biases b_p (d_out,) of piece p (host copies)."""
         if not 0 <= p < self.k:
             raise ValueError(f"{self.name}: piece p={p} out of range for k={self.k}")
-        be = get_backend()
-        W, b = _host(self.params["W"], be), _host(self.params["b"], be)
+        W, b = to_host(self.params["W"]), to_host(self.params["b"])
         return W[:, p::self.k].copy(), b[p::self.k].copy()
 
     def forward(self, x, train=True):
@@ -114,8 +114,8 @@ def prelu_forward(x, alpha, be=None):
     x (n, d); alpha (1,) shared or (d,) one per unit.
     """
     be = be or get_backend()
-    xh = _host(x, be)
-    a = _host(alpha, be).astype(xh.dtype, copy=False)
+    xh = to_host(x)
+    a = to_host(alpha).astype(xh.dtype, copy=False)
     y = np.where(xh > 0, xh, a * xh)
     return be.asarray(y), (xh, a)
 
@@ -127,7 +127,7 @@ def prelu_backward(g, cache, be=None):
     """
     be = be or get_backend()
     xh, a = cache
-    gh = _host(g, be)
+    gh = to_host(g)
     neg = xh <= 0
     dx = np.where(neg, a * gh, gh)
     contrib = np.where(neg, gh * xh, 0.0).sum(axis=0)
@@ -165,8 +165,7 @@ class PReLU(Layer):
 
     @property
     def alpha(self):
-        be = get_backend()
-        return _host(self.params["alpha"], be) if self.learn else self.fixed_alpha
+        return to_host(self.params["alpha"]) if self.learn else self.fixed_alpha
 
     def forward(self, x, train=True):
         check_input(self, x, self.width)

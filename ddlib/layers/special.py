@@ -18,6 +18,7 @@ but by the longer route of Exercise 10's Jacobian.
 import numpy as np
 
 from ..backend import get_backend
+from ..backend.arrays import to_host
 from ..errors import check_int, check_labels
 from ..losses import Loss
 from .base import Layer, check_input
@@ -35,10 +36,6 @@ __all__ = [
     "softmax_forward",
     "softmax_jacobian",
 ]
-
-
-def _host(x, be):
-    return be.to_numpy(x) if be.name == "cuda" else np.asarray(x)
 
 
 def _check_grad(layer_name, g, shape):
@@ -64,7 +61,7 @@ def max_forward(x, k, be=None):
     array([[5., 2.]])
     """
     be = be or get_backend()
-    xh = _host(x, be)
+    xh = to_host(x)
     n, d = xh.shape
     groups = xh.reshape(n, d // k, k)
     winner = groups.argmax(axis=2)  # ties go to the first maximal input
@@ -79,7 +76,7 @@ def max_backward(g, cache, be=None):
     """
     be = be or get_backend()
     winner, (n, d), k = cache
-    gh = _host(g, be)
+    gh = to_host(g)
     dx = np.zeros((n, d // k, k), dtype=gh.dtype)
     np.put_along_axis(dx, winner[:, :, None], gh[:, :, None], axis=2)
     return be.asarray(dx.reshape(n, d))
@@ -129,7 +126,7 @@ def function_forward(f, jacobian, x, be=None):
     matrix J[k, r] = d f_k / d v_r of Eq. 3.23.  The cache keeps the input rows.
     """
     be = be or get_backend()
-    xh = _host(x, be)
+    xh = to_host(x)
     rows = [np.asarray(f(v)) for v in xh]
     out = np.stack(rows).astype(xh.dtype, copy=False) if rows else np.empty((0, 0), xh.dtype)
     return be.asarray(out), (xh, jacobian)
@@ -139,7 +136,7 @@ def function_backward(g, cache, be=None):
     """g_i = J^T g_{i+1} for every example (Eq. 3.24): g (n, d_out) -> dx (n, d_in)."""
     be = be or get_backend()
     xh, jacobian = cache
-    gh = _host(g, be)
+    gh = to_host(g)
     dx = np.empty(xh.shape, dtype=gh.dtype)
     for i, v in enumerate(xh):
         J = np.asarray(jacobian(v))
@@ -225,8 +222,8 @@ def softmax_backward(g, cache, be=None):
     fused o - y of Eq. 3.22.
     """
     be = be or get_backend()
-    o = _host(cache, be)
-    gh = _host(g, be)
+    o = to_host(cache)
+    gh = to_host(g)
     J = softmax_jacobian(o)
     return be.asarray(np.einsum("nij,ni->nj", J, gh))
 
@@ -273,11 +270,11 @@ class CrossEntropy(Loss):
 
     def forward(self, probs, labels):
         be = get_backend()
-        p = _host(probs, be)
+        p = to_host(probs)
         if p.ndim != 2:
             raise ValueError(f"{self.name}: probabilities must be (n, classes), got shape {p.shape}")
         n, k = p.shape
-        labels = check_labels("labels", _host(labels, be), n, k)
+        labels = check_labels("labels", to_host(labels), n, k)
         if not np.isfinite(p).all():
             raise ValueError(f"{self.name}: probabilities of shape {p.shape} contain NaN or inf")
         slack = 1e-6 if p.dtype == np.float32 else 1e-12
