@@ -12,54 +12,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import check_int, check_positive
+from .surfaces import QuadraticBowl  # the one Fig. 3.9 bowl; re-exported here
 
 __all__ = ["QuadraticBowl", "steepest_descent_path", "steps_to_converge", "DescentResult",
            "least_squares_descent"]
 
 
 # --------------------------------------------------------------------------- Fig. 3.9
-
-
-class QuadraticBowl:
-    """L(x) = sum_i c_i x_i^2, minimum 0 at the origin; Fig. 3.9 uses c = (1, 1) and (1, 4).
-
-    The Hessian is diag(2 c), so the curvature ratio (condition number) is max c / min c.
-
-    >>> bowl = QuadraticBowl([1.0, 4.0])
-    >>> bowl(np.array([1.0, 1.0])), bowl.grad(np.array([1.0, 1.0]))
-    (5.0, array([2., 8.]))
-    """
-
-    def __init__(self, coefficients):
-        c = np.asarray(coefficients, dtype=np.float64)
-        if c.ndim != 1 or c.size < 1:
-            raise ValueError(f"coefficients must be a 1-D array, got shape {c.shape}")
-        if not np.all(np.isfinite(c)) or np.any(c <= 0):
-            raise ValueError(f"coefficients must be finite and > 0 (a bowl), got {c.tolist()}")
-        self.c = c
-
-    def __call__(self, x):
-        x = np.asarray(x, dtype=np.float64)
-        return (x * x) @ self.c if x.ndim > 1 else float((x * x) @ self.c)
-
-    def grad(self, x):
-        return 2.0 * self.c * np.asarray(x, dtype=np.float64)
-
-    @property
-    def curvature_ratio(self):
-        return float(self.c.max() / self.c.min())
-
-    def best_lr(self):
-        """The fixed step 2 / (lambda_min + lambda_max) of the Hessian, fastest worst case."""
-        return float(2.0 / (2.0 * self.c.min() + 2.0 * self.c.max()))
-
-    def grid(self, extent=2.0, n=101):
-        """(X, Y, Z) for a contour plot of a 2-D bowl over [-extent, extent]^2."""
-        if self.c.size != 2:
-            raise ValueError("grid is for 2-D bowls")
-        g = np.linspace(-extent, extent, n)
-        X, Y = np.meshgrid(g, g)
-        return X, Y, self.c[0] * X ** 2 + self.c[1] * Y ** 2
 
 
 def steepest_descent_path(grad_fn, start, lr, steps):

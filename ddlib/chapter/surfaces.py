@@ -29,15 +29,15 @@ Example::
 
 from __future__ import annotations
 
-import math
-from typing import Callable, NamedTuple
+from typing import Callable
 
 import numpy as np
 
 from ..errors import DivergenceError, check_int, check_positive
+from ..optim.run import Trajectory
 
 __all__ = [
-    "SURFACES", "Surface", "Trajectory", "get", "run", "bowl", "ellipse", "rosenbrock",
+    "SURFACES", "Surface", "Trajectory", "QuadraticBowl", "get", "run", "bowl", "ellipse", "rosenbrock",
     "cliff", "local_minima", "saddle", "degenerate", "x2_y10", "loss_along_line",
 ]
 
@@ -133,14 +133,65 @@ class Surface:
 
 
 # ---------------------------------------------------------------- the surfaces
+class QuadraticBowl:
+    """L(x) = sum_i c_i x_i^2, minimum 0 at the origin; Fig. 3.9 uses c = (1, 1) and (1, 4).
+
+    The Hessian is diag(2 c), so the curvature ratio (condition number) is max c / min c.
+
+    >>> bowl = QuadraticBowl([1.0, 4.0])
+    >>> bowl(np.array([1.0, 1.0])), bowl.grad(np.array([1.0, 1.0]))
+    (5.0, array([2., 8.]))
+    """
+
+    def __init__(self, coefficients):
+        c = np.asarray(coefficients, dtype=np.float64)
+        if c.ndim != 1 or c.size < 1:
+            raise ValueError(f"coefficients must be a 1-D array, got shape {c.shape}")
+        if not np.all(np.isfinite(c)) or np.any(c <= 0):
+            raise ValueError(f"coefficients must be finite and > 0 (a bowl), got {c.tolist()}")
+        self.c = c
+
+    def __call__(self, x):
+        x = np.asarray(x, dtype=np.float64)
+        return (x * x) @ self.c if x.ndim > 1 else float((x * x) @ self.c)
+
+    def grad(self, x):
+        return 2.0 * self.c * np.asarray(x, dtype=np.float64)
+
+    @property
+    def curvature_ratio(self):
+        return float(self.c.max() / self.c.min())
+
+    def best_lr(self):
+        """The fixed step 2 / (lambda_min + lambda_max) of the Hessian, fastest worst case."""
+        return float(2.0 / (2.0 * self.c.min() + 2.0 * self.c.max()))
+
+    def surface(self, name=None, start=(-1.8, 0.9), figure=""):
+        """This 2-D bowl as a ``Surface`` (contours, Hessian, and ``run`` of any rule)."""
+        if self.c.size != 2:
+            raise ValueError(f"surface is for 2-D bowls, got {self.c.size} coefficients")
+        a, b = (float(v) for v in self.c)
+        formula = " + ".join(v if c == 1 else f"{c:g} {v}" for c, v in ((a, "x^2"), (b, "y^2")))
+        return Surface(
+            name or "bowl", formula,
+            lambda x, y: a * x * x + b * y * y,
+            lambda x, y: (2 * a * x, 2 * b * y),
+            lambda x, y: (2 * a + 0 * x, 0 * x, 2 * b + 0 * y),
+            (-2, 2), (-2, 2) if a == b else (-1.2, 1.2), start, minima=[(0, 0)], floor=0.0,
+            figure=figure)
+
+    def grid(self, extent=2.0, n=101):
+        """(X, Y, Z) for a contour plot of a 2-D bowl over [-extent, extent]^2."""
+        if self.c.size != 2:
+            raise ValueError("grid is for 2-D bowls")
+        g = np.linspace(-extent, extent, n)
+        X, Y = np.meshgrid(g, g)
+        return X, Y, self.c[0] * X ** 2 + self.c[1] * Y ** 2
+
+
 def bowl():
     """The circular bowl L = x^2 + y^2 (Fig. 3.9a): the gradient points at the minimum."""
-    return Surface(
-        "bowl", "x^2 + y^2",
-        lambda x, y: x * x + y * y,
-        lambda x, y: (2 * x, 2 * y),
-        lambda x, y: (2.0 + 0 * x, 0 * x, 2.0 + 0 * y),
-        (-2, 2), (-2, 2), (-1.5, 1.0), minima=[(0, 0)], floor=0.0, figure="3.9(a)")
+    return QuadraticBowl([1.0, 1.0]).surface("bowl", start=(-1.5, 1.0), figure="3.9(a)")
 
 
 def ellipse(ratio=4.0):
@@ -149,12 +200,7 @@ def ellipse(ratio=4.0):
     The larger ``ratio``, the more gradient descent zigzags across the narrow direction.
     """
     r = check_positive("ratio", ratio)
-    return Surface(
-        "ellipse", f"x^2 + {r:g} y^2",
-        lambda x, y: x * x + r * y * y,
-        lambda x, y: (2 * x, 2 * r * y),
-        lambda x, y: (2.0 + 0 * x, 0 * x, 2 * r + 0 * y),
-        (-2, 2), (-1.2, 1.2), (-1.8, 0.9), minima=[(0, 0)], floor=0.0, figure="3.9(b)")
+    return QuadraticBowl([1.0, r]).surface("ellipse", figure="3.9(b)")
 
 
 def rosenbrock(a=1.0, b=100.0):
@@ -329,49 +375,6 @@ def get(name, **options):
 
 
 # ---------------------------------------------------------------- running a rule
-class Trajectory(NamedTuple):
-    """The path of one rule on one surface.
-
-    ``points`` (T + 1, 2) holds W_0 ... W_T and ``losses`` (T + 1,) the loss at each;
-    ``states`` the rule's state after each step (when recorded).  A run that diverged ends
-    at the last finite point; ``diverged_at`` is the step whose result blew up and
-    ``diverged_loss`` the loss there (inf/nan included), else both are None.
-    """
-
-    points: np.ndarray
-    losses: np.ndarray
-    states: list
-    diverged_at: int | None
-    diverged_loss: float | None
-    rule: str
-    surface: str
-
-    @property
-    def diverged(self):
-        return self.diverged_at is not None
-
-    @property
-    def status(self):
-        """'ok' or a sentence naming the step and the loss where the run blew up."""
-        if self.diverged_at is None:
-            return "ok"
-        return f"diverged at step {self.diverged_at} (loss {self.diverged_loss:.3g})"
-
-    @property
-    def step_sizes(self):
-        """|W_t - W_(t-1)| for t = 1..T (e.g. AdaGrad's shrinking steps)."""
-        return np.linalg.norm(np.diff(self.points, axis=0), axis=1)
-
-    def steps_to(self, tol, floor=0.0):
-        """First step t with loss_t - floor <= tol (and staying so after), else None."""
-        gap = self.losses - floor
-        bad = np.flatnonzero(~(gap <= tol))
-        if len(bad) == 0:
-            return 0
-        t = int(bad[-1]) + 1
-        return t if t < len(gap) and not self.diverged else None
-
-
 def run(surface, rule, start=None, steps=100, record_state=False, on_divergence="raise",
         max_loss=1e6):
     """Walk ``steps`` steps of ``rule`` (a ddlib.optim Transform) on ``surface``.
@@ -404,25 +407,12 @@ def run(surface, rule, start=None, steps=100, record_state=False, on_divergence=
 
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         path = optim.trajectory(rule, s.grad, x0, steps, record_state=record_state,
-                                on_nonfinite="stop")
-        points = path.points
-        losses = np.asarray(s.value(points), dtype=np.float64).reshape(len(points))
-    ok = np.isfinite(losses) & (np.abs(losses) <= max_loss) & np.isfinite(points).all(axis=1)
-    diverged_at, diverged_loss = None, None
-    if not ok.all():
-        diverged_at = int(np.argmin(ok))
-        diverged_loss = float(losses[diverged_at])
-    elif path.stopped is not None:
-        # the gradient at the next (lookahead) point was already non-finite
-        diverged_at, diverged_loss = path.stopped + 1, math.inf
-    if diverged_at is not None:
-        if on_divergence == "raise":
-            raise DivergenceError(diverged_at, diverged_loss,
-                                  where=f"{rule.name} on the {s.name} surface")
-        keep = min(diverged_at, len(points))
-        points, losses = points[:keep], losses[:keep]
-    states = list(path.states[:len(points) - 1]) if record_state else []
-    return Trajectory(points, losses, states, diverged_at, diverged_loss, rule.name, s.name)
+                                on_nonfinite="stop", value=s.value, max_loss=max_loss,
+                                label=s.name)
+    if path.diverged and on_divergence == "raise":
+        raise DivergenceError(path.diverged_at, path.diverged_loss,
+                              where=f"{rule.name} on the {s.name} surface")
+    return path
 
 
 # ---------------------------------------------------------------- a slice of a real loss

@@ -221,3 +221,19 @@ def test_loss_along_line_restores_weights_and_hits_both_ends():
     assert out["all"][1] == pytest.approx(train.evaluate(net, loss, X, y)[0])
     with pytest.raises(ValueError, match="lacks parameters"):
         surfaces.loss_along_line(net, loss, a, {}, {"all": (X, y)})
+
+
+def test_the_fig_3_9_bowls_are_one_quadratic_bowl():
+    from ddlib.chapter.descent import QuadraticBowl as FromDescent
+
+    assert FromDescent is surfaces.QuadraticBowl
+    w = np.array([[0.3, -1.2], [1.5, 0.7]])
+    for s, c in ((surfaces.bowl(), [1.0, 1.0]), (surfaces.ellipse(), [1.0, 4.0]),
+                 (surfaces.ellipse(ratio=10), [1.0, 10.0])):
+        q = surfaces.QuadraticBowl(c)
+        np.testing.assert_allclose(s.value(w), q(w))
+        np.testing.assert_allclose(s.grad(w), np.stack([q.grad(p) for p in w]))
+        np.testing.assert_allclose(s.hessian(w[0]), np.diag(2 * np.array(c)))
+    assert surfaces.QuadraticBowl([11.0, 1.0]).surface().formula == "11 x^2 + y^2"
+    with pytest.raises(ValueError, match="surface is for 2-D bowls"):
+        surfaces.QuadraticBowl([1.0, 2.0, 3.0]).surface()

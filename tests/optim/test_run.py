@@ -42,7 +42,7 @@ def test_record_state_and_nonfinite():
     with pytest.raises(optim.NonFiniteGradient, match="step 2"):
         optim.trajectory(optim.sgd(0.2), bad, np.array([1.0, 1.0]), 10)
     path = optim.trajectory(optim.sgd(0.2), bad, np.array([1.0, 1.0]), 10, on_nonfinite="stop")
-    assert path.stopped == 2 and len(path.points) == 3
+    assert path.diverged_at == 3 and len(path.points) == 3  # W_0..W_2; W_3 would need g(W_2)
 
 
 def test_trajectory_rejects_bad_arguments():
@@ -50,3 +50,21 @@ def test_trajectory_rejects_bad_arguments():
         optim.trajectory("sgd", _bowl, np.zeros(2), 3)
     with pytest.raises(ValueError, match="steps"):
         optim.trajectory(optim.sgd(), _bowl, np.zeros(2), -1)
+
+
+def test_one_trajectory_type_records_losses_and_where_a_run_blew_up():
+    from ddlib.chapter import surfaces
+
+    assert surfaces.Trajectory is optim.Trajectory
+    value = lambda pts: (pts ** 2).sum(axis=-1)  # noqa: E731
+    path = optim.trajectory(optim.sgd(0.1), _bowl, np.array([1.0, 1.0]), 5, value=value)
+    np.testing.assert_allclose(path.losses, value(path.points))
+    assert not path.diverged and path.status == "ok" and path.rule == "sgd"
+    # a rate above 2 / curvature: the loss grows by (1 - 2 lr)^2 = 9 per step
+    blown = optim.trajectory(optim.sgd(2.0), lambda w: 2 * w, np.array([1.0]), 10,
+                             value=lambda p: (p ** 2).sum(-1), max_loss=1e3, label="x^2")
+    assert blown.diverged_at == 4 and blown.diverged_loss == pytest.approx(9.0 ** 4)
+    assert len(blown.points) == 4 and blown.surface == "x^2"
+    assert "diverged at step 4" in blown.status
+    with pytest.raises(ValueError, match="steps_to needs the losses"):
+        optim.trajectory(optim.sgd(0.1), _bowl, np.zeros(2), 2).steps_to(1e-3)
