@@ -156,3 +156,13 @@ def test_every_backend_implements_the_reference_interface(backend):
     ref_kernels = set(ddlib.get_backend("numpy").kernels)
     assert ref_kernels <= set(backend.kernels), sorted(ref_kernels - set(backend.kernels))
     assert numpy_ref.name == "numpy"
+
+
+def test_activation_codes_are_named_and_follow_the_list():
+    from ddlib.backend.numpy_ref import core as ref
+
+    names = ("IDENTITY", "SIGMOID", "TANH", "RELU", "LEAKY_RELU", "HARDTANH")
+    assert [getattr(ref, n) for n in names] == [ref.activation_code(k) for k in ref.ACTIVATIONS]
+    assert [n.lower() for n in names] == list(ref.ACTIVATIONS)
+    with pytest.raises(ValueError, match="kind='swish': expected one of"):
+        ref.activation_code("swish")

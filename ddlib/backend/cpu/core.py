@@ -5,7 +5,15 @@ import math
 import numba as nb
 import numpy as np
 
-from ..numpy_ref.core import ACTIVATIONS
+from ..numpy_ref.core import (
+    ACTIVATIONS,
+    IDENTITY,
+    LEAKY_RELU,
+    RELU,
+    SIGMOID,
+    TANH,
+    activation_code,
+)
 
 __all__ = [
     "ACTIVATIONS",
@@ -88,25 +96,25 @@ def linear(x, W, b, out=None):
 
 @jit
 def _fwd(code, xf, alpha, yf):
-    if code == 0:
+    if code == IDENTITY:
         for i in range(xf.size):
             yf[i] = xf[i]
-    elif code == 1:
+    elif code == SIGMOID:
         for i in range(xf.size):
             v = xf[i]
             yf[i] = (v - v + 1) / ((v - v + 1) + math.exp(-v))
-    elif code == 2:
+    elif code == TANH:
         for i in range(xf.size):
             yf[i] = math.tanh(xf[i])
-    elif code == 3:
+    elif code == RELU:
         for i in range(xf.size):
             v = xf[i]
             yf[i] = v if v > 0 else v * 0
-    elif code == 4:
+    elif code == LEAKY_RELU:
         for i in range(xf.size):
             v = xf[i]
             yf[i] = v if v > 0 else alpha * v
-    else:
+    else:  # HARDTANH
         for i in range(xf.size):
             v = xf[i]
             one = v - v + 1
@@ -116,26 +124,26 @@ def _fwd(code, xf, alpha, yf):
 @jit
 def _bwd(code, xf, yf, gf, alpha, of):
     """of = gf * f'(x); f' read from y = f(x) for sigmoid and tanh."""
-    if code == 0:
+    if code == IDENTITY:
         for i in range(xf.size):
             of[i] = gf[i]
-    elif code == 1:
+    elif code == SIGMOID:
         for i in range(xf.size):
             s = yf[i]
             of[i] = gf[i] * (s - s * s)
-    elif code == 2:
+    elif code == TANH:
         for i in range(xf.size):
             t = yf[i]
             of[i] = gf[i] * (1 - t * t)
-    elif code == 3:
+    elif code == RELU:
         for i in range(xf.size):
             g = gf[i]
             of[i] = g if xf[i] > 0 else g * 0
-    elif code == 4:
+    elif code == LEAKY_RELU:
         for i in range(xf.size):
             g = gf[i]
             of[i] = g if xf[i] > 0 else g * alpha
-    else:
+    else:  # HARDTANH
         for i in range(xf.size):
             g = gf[i]
             v = xf[i]
@@ -158,14 +166,7 @@ def _bwd_par(code, xf, yf, gf, alpha, of, nchunks):
         _bwd(code, xf[lo:hi], yf[lo:hi], gf[lo:hi], alpha, of[lo:hi])
 
 
-_CODES = {k: i for i, k in enumerate(ACTIVATIONS)}
-
-
-def _code(kind):
-    try:
-        return _CODES[kind]
-    except KeyError:
-        raise ValueError(f"kind={kind!r}: expected one of {ACTIVATIONS}") from None
+_code = activation_code
 
 
 def _c(x):

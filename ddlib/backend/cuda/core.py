@@ -12,7 +12,15 @@ import math
 import numpy as np
 from numba import cuda, float64
 
-from ..numpy_ref.core import ACTIVATIONS
+from ..numpy_ref.core import (
+    ACTIVATIONS,
+    IDENTITY,
+    LEAKY_RELU,
+    RELU,
+    SIGMOID,
+    TANH,
+    activation_code,
+)
 from . import matmul as _mm
 from .launch import TPB_1D, grid_1d, grid_rows_cols
 
@@ -115,32 +123,32 @@ def linear(x, W, b, out=None):
 
 @cuda.jit(device=True)
 def _f(code, v, alpha):
-    if code == 0:
+    if code == IDENTITY:
         return v
-    if code == 1:
+    if code == SIGMOID:
         return 1.0 / (1.0 + math.exp(-v))
-    if code == 2:
+    if code == TANH:
         return math.tanh(v)
-    if code == 3:
+    if code == RELU:
         return v if v > 0 else 0.0
-    if code == 4:
+    if code == LEAKY_RELU:
         return v if v > 0 else alpha * v
-    return min(max(v, -1.0), 1.0)
+    return min(max(v, -1.0), 1.0)  # HARDTANH
 
 
 @cuda.jit(device=True)
 def _df(code, v, y, alpha):
-    if code == 0:
+    if code == IDENTITY:
         return 1.0
-    if code == 1:
+    if code == SIGMOID:
         return y * (1.0 - y)
-    if code == 2:
+    if code == TANH:
         return 1.0 - y * y
-    if code == 3:
+    if code == RELU:
         return 1.0 if v > 0 else 0.0
-    if code == 4:
+    if code == LEAKY_RELU:
         return 1.0 if v > 0 else alpha
-    return 1.0 if (v > -1.0 and v < 1.0) else 0.0
+    return 1.0 if (v > -1.0 and v < 1.0) else 0.0  # HARDTANH
 
 
 @cuda.jit
@@ -157,14 +165,7 @@ def _bwd(code, x, y, g, alpha, out):
         out[i] = g[i] * _df(code, x[i], y[i], alpha)
 
 
-_CODES = {k: i for i, k in enumerate(ACTIVATIONS)}
-
-
-def _code(kind):
-    try:
-        return _CODES[kind]
-    except KeyError:
-        raise ValueError(f"kind={kind!r}: expected one of {ACTIVATIONS}") from None
+_code = activation_code
 
 
 def _flat(x):

@@ -29,6 +29,18 @@ __all__ = [
 #: Activation names every backend implements; ``alpha`` is leaky ReLU's slope for x < 0.
 ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu", "leaky_relu", "hardtanh")
 
+#: The code each compiled kernel (cpu, cuda) branches on: the activation's position in
+#: ``ACTIVATIONS``.  Kernels compare against these names, never against bare integers.
+IDENTITY, SIGMOID, TANH, RELU, LEAKY_RELU, HARDTANH = range(len(ACTIVATIONS))
+
+
+def activation_code(kind) -> int:
+    """The kernel code of the activation named ``kind`` (ValueError for unknown names)."""
+    try:
+        return ACTIVATIONS.index(kind)
+    except ValueError:
+        raise ValueError(f"kind={kind!r}: expected one of {ACTIVATIONS}") from None
+
 
 def matmul(a, b, out=None):
     """``a @ b`` for 2-D arrays (n, k) x (k, m) -> (n, m)."""
@@ -55,23 +67,38 @@ def linear(x, W, b, out=None):
     return x @ W + b[None, :] if out is None else np.add(x @ W, b, out=out)
 
 
+# f and f' of each activation, side by side (Sec. 3.2.5); x is the input, alpha leaky
+# ReLU's slope.  The derivatives are written in terms of x here; the compiled kernels
+# read sigmoid's and tanh's from the output o instead (o (1 - o), 1 - o^2): the same values.
+def _sigmoid(x, alpha):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _sigmoid_d(x, alpha):
+    s = _sigmoid(x, alpha)
+    return s * (1 - s)
+
+
+_RULES = {
+    "identity": (lambda x, a: x.copy(), lambda x, a: np.ones_like(x)),
+    "sigmoid": (_sigmoid, _sigmoid_d),
+    "tanh": (lambda x, a: np.tanh(x), lambda x, a: 1 - np.tanh(x) ** 2),
+    "relu": (lambda x, a: np.maximum(x, 0), lambda x, a: (x > 0) * x.dtype.type(1)),
+    "leaky_relu": (lambda x, a: np.where(x > 0, x, a * x),
+                   lambda x, a: np.where(x > 0, x.dtype.type(1), x.dtype.type(a))),
+    "hardtanh": (lambda x, a: np.clip(x, -1, 1),
+                 lambda x, a: ((x > -1) & (x < 1)) * x.dtype.type(1)),
+}
+assert tuple(_RULES) == ACTIVATIONS
+
+
+def _rule(kind):
+    return _RULES[ACTIVATIONS[activation_code(kind)]]
+
+
 def act_forward(kind, x, alpha=0.01, out=None):
     """y = f(x) elementwise for the activation named ``kind``."""
-    if kind == "identity":
-        y = x.copy()
-    elif kind == "sigmoid":
-        y = 1.0 / (1.0 + np.exp(-x))
-    elif kind == "tanh":
-        y = np.tanh(x)
-    elif kind == "relu":
-        y = np.maximum(x, 0)
-    elif kind == "leaky_relu":
-        y = np.where(x > 0, x, alpha * x)
-    elif kind == "hardtanh":
-        y = np.clip(x, -1, 1)
-    else:
-        raise ValueError(f"kind={kind!r}: expected one of {ACTIVATIONS}")
-    y = y.astype(x.dtype, copy=False)
+    y = _rule(kind)[0](x, alpha).astype(x.dtype, copy=False)
     if out is not None:
         out[...] = y
         return out
@@ -80,23 +107,7 @@ def act_forward(kind, x, alpha=0.01, out=None):
 
 def act_deriv(kind, x, alpha=0.01):
     """f'(x) elementwise (Sec. 3.2.5): sigmoid o(1-o), tanh 1-o^2, ReLU/hard-tanh indicators."""
-    one = x.dtype.type(1)
-    if kind == "identity":
-        d = np.ones_like(x)
-    elif kind == "sigmoid":
-        s = 1.0 / (1.0 + np.exp(-x))
-        d = s * (1 - s)
-    elif kind == "tanh":
-        d = 1 - np.tanh(x) ** 2
-    elif kind == "relu":
-        d = (x > 0) * one
-    elif kind == "leaky_relu":
-        d = np.where(x > 0, one, x.dtype.type(alpha))
-    elif kind == "hardtanh":
-        d = ((x > -1) & (x < 1)) * one
-    else:
-        raise ValueError(f"kind={kind!r}: expected one of {ACTIVATIONS}")
-    return d.astype(x.dtype, copy=False)
+    return _rule(kind)[1](x, alpha).astype(x.dtype, copy=False)
 
 
 def act_backward(kind, x, y, g, alpha=0.01, out=None):
