@@ -49,13 +49,15 @@ test: setup
 	$(MAKE) --no-print-directory test-notebooks || status=1; \
 	exit $$status
 
+# Unit tests and every module's >>> examples (--doctest-modules; conftest.py keeps the cuda
+# backend's examples for the simulator job).
 test-unit: setup
-	$(PY) -m pytest tests -q -n 2 -m "not cuda and not gpu and not ptx" -p no:cacheprovider
+	$(PY) -m pytest tests ddlib --doctest-modules -q -n 2 -m "not cuda and not gpu and not ptx" -p no:cacheprovider
 
 # The cuda backend's kernels on numba's CUDA simulator (the variable must be set before
 # numba is imported, hence a separate pytest process).
 test-cudasim: setup
-	NUMBA_ENABLE_CUDASIM=1 $(PY) -m pytest tests -q -n 2 -m "cuda and not gpu and not ptx" -p no:cacheprovider
+	NUMBA_ENABLE_CUDASIM=1 $(PY) -m pytest tests ddlib/backend/cuda --doctest-modules -q -n 2 -m "cuda and not gpu and not ptx" -p no:cacheprovider
 
 test-notebooks: setup
 	PYTHONPATH=tests $(PY) -m pytest $(NBVAL_FLAGS) -p nbval_plugin -q -n 2 --dist loadfile $(NB)

@@ -50,3 +50,16 @@ def test_import_ddlib_loads_neither_numba_nor_the_chapter():
             "m.startswith(('ddlib.chapter', 'ddlib.notebook'))]; print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_make_test_runs_every_modules_examples():
+    """Each module's >>> examples run: the unit job over ddlib, the simulator job over the
+    cuda backend (which conftest.py keeps out of the unit job)."""
+    make = (ROOT.parent / "Makefile").read_text()
+    unit = next(line for line in make.splitlines() if "pytest tests ddlib " in line)
+    sim = next(line for line in make.splitlines() if "NUMBA_ENABLE_CUDASIM=1" in line
+               and "pytest" in line)
+    assert "--doctest-modules" in unit and "--doctest-modules" in sim
+    assert "ddlib/backend/cuda" in sim
+    with_examples = [p for p in ROOT.rglob("*.py") if ">>>" in p.read_text()]
+    assert len(with_examples) >= 20
