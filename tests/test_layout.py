@@ -63,3 +63,16 @@ def test_make_test_runs_every_modules_examples():
     assert "ddlib/backend/cuda" in sim
     with_examples = [p for p in ROOT.rglob("*.py") if ">>>" in p.read_text()]
     assert len(with_examples) >= 20
+
+
+def test_the_lazy_registries_list_every_module():
+    """``ddlib.<name>`` and ``ddlib.chapter.<name>`` load lazily from hand-kept sets; a new
+    module missing from its set would not be reachable that way."""
+    import ddlib
+    import ddlib.chapter
+
+    top = {p.stem for p in ROOT.glob("*.py") if p.stem != "__init__"}
+    top |= {p.parent.name for p in ROOT.glob("*/__init__.py")} - {"backend"}
+    assert ddlib._SUBMODULES == top
+    studies = {p.stem for p in (ROOT / "chapter").glob("*.py") if p.stem != "__init__"}
+    assert ddlib.chapter._MODULES == studies

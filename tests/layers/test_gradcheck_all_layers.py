@@ -281,3 +281,31 @@ def test_the_check_catches_a_broken_backward():
     with pytest.raises(AssertionError, match="rho up to"):
         gradcheck(__import__("ddlib").get_backend("numpy"), net, SoftmaxCrossEntropy(),
                   rng.normal(size=(5, 3)), rng.integers(0, 2, 5))
+
+
+# layers whose float64 gradient check lives in their own test file
+CHECKED_ELSEWHERE = {"BatchNorm": "test_batchnorm.py", "Maxout": "test_maxout.py",
+                     "PReLU": "test_maxout.py"}
+
+
+def test_every_exported_layer_is_gradient_checked():
+    """A new layer exported from ddlib.layers must be added to a gradient check: here
+    (by name, in this file) or in its own file listed in CHECKED_ELSEWHERE."""
+    import inspect
+    import pathlib
+
+    import ddlib.layers as L
+
+    here = pathlib.Path(__file__)
+    source = here.read_text()
+    exported = {n for n in L.__all__
+                if inspect.isclass(getattr(L, n)) and issubclass(getattr(L, n), L.Layer)
+                and n not in ("Layer", "Activation")}
+    for name in sorted(exported):
+        if name in CHECKED_ELSEWHERE:
+            other = (here.parent / CHECKED_ELSEWHERE[name]).read_text()
+            assert name in other and "check_model" in other, name
+        elif issubclass(getattr(L, name), L.Activation):
+            assert name in {type(a()).__name__ for a in ACTIVATION_LAYERS.values()}, name
+        else:
+            assert f"{name}(" in source, f"{name} is exported but not gradient-checked"
