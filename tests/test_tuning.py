@@ -255,3 +255,30 @@ def test_digits_objective_is_deterministic_and_sensible():
     assert f({"lr": 1e-4, "l2": 1e-4}) > good  # far too small a step learns little
     assert f({"lr": 1e3, "l2": 0.0}) == 5.0  # divergence scores the cap
     assert f({"lr": 0.5, "l2": 1e-4}, resource=1) > good  # fewer epochs, higher loss
+
+
+def test_digits_objective_decays_only_the_weights_and_does_not_hide_bad_input():
+    from ddlib import optim
+    from ddlib.backend import use_backend
+    from ddlib.layers import mlp
+    from ddlib.losses import SoftmaxCrossEntropy
+    from ddlib.train import evaluate, fit
+
+    f = search_studies.digits_objective(epochs=2, n_train=200)
+    d = f.data
+    # the same run written out: L2 on the W's through the decoupled transform, none on b
+    with use_backend("numpy"):
+        net = mlp([d.X_train.shape[1], 32, d.n_classes], activation="relu", rng=0)
+        rule = optim.chain(optim.add_decayed_weights(
+            0.05, mask={n: n.endswith("W") for n, _, _ in net.named_parameters()}),
+            optim.sgd(0.3))
+        fit(net, SoftmaxCrossEntropy(), optim.Optimizer(net, rule), d.X_train, d.y_train,
+            epochs=2, batch_size=64, seed=0, max_loss=1e3)
+        want = evaluate(net, SoftmaxCrossEntropy(), d.X_test, d.y_test)[0]
+    assert f({"lr": 0.3, "l2": 0.05}) == want
+    assert f({"lr": 0.3, "l2": 0.05}) != f({"lr": 0.3, "l2": 0.0})
+    with pytest.raises(ValueError, match="lr must be a finite number > 0"):
+        f({"lr": -1.0})
+    with pytest.raises(ValueError):
+        f({"lr": 0.1, "hidden": 0})  # a bad architecture is an error, not a score
+    assert np.isfinite(f({"lr": 0.1, "hidden": 4}))
