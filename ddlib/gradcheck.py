@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .backend import backend_of, get_backend
+from .backend import get_backend
+from .backend.arrays import is_device
 from .backend.arrays import to_host as _host
 from .init import as_rng
 
@@ -137,7 +138,7 @@ def check_model(model, loss, x, y, eps=None, method="central", n_samples=None, s
     for n, layer, k in targets:
         if layer is None:
             host, push = hx, None
-        elif backend_of(layer.params[k]) == "cuda":
+        elif is_device(layer.params[k]):
             # device parameters: perturb a host copy and copy it back before each evaluation
             host = _host(layer.params[k])
 

@@ -6,7 +6,8 @@ A loss object has ``forward(scores, targets) -> float`` (the mean over the batch
 
 import numpy as np
 
-from .backend import backend_of, get_backend
+from .backend import get_backend
+from .backend.arrays import is_device
 from .errors import check_labels
 
 
@@ -46,7 +47,7 @@ class SoftmaxCrossEntropy(Loss):
         if len(scores.shape) != 2:
             raise ValueError(f"{self.name}: scores must be (n, classes), got shape {scores.shape}")
         n, k = scores.shape
-        if backend_of(labels) != "cuda":
+        if not is_device(labels):
             labels = check_labels("labels", labels, n, k)
         labels_be = be.asarray(labels) if be.name == "cuda" else labels
         loss, probs = be.softmax_xent(scores, labels_be)
@@ -73,7 +74,7 @@ class MSE(Loss):
 
     def forward(self, scores, targets):
         be = get_backend()
-        if backend_of(targets) != "cuda":
+        if not is_device(targets):
             t = np.asarray(targets, dtype=scores.dtype)
             if t.shape != tuple(scores.shape):
                 raise ValueError(f"{self.name}: targets have shape {t.shape}, scores {tuple(scores.shape)}")

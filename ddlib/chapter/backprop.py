@@ -32,7 +32,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..backend import backend_of, get_backend
+from ..backend import get_backend
+from ..backend.arrays import is_device
 from ..backend.arrays import to_host as _host
 from ..backend.numpy_ref.core import ACTIVATIONS
 from ..errors import check_finite
@@ -157,7 +158,7 @@ class Gradients:
 
 
 def _check_batch(net, X):
-    X = np.asarray(X) if backend_of(X) != "cuda" else X
+    X = X if is_device(X) else np.asarray(X)
     if len(X.shape) != 2 or X.shape[1] != net.weights[0].shape[0]:
         raise ValueError(
             f"input X has shape {tuple(X.shape)} but layer 1 expects (n, "

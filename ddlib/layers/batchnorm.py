@@ -22,6 +22,7 @@ import numbers
 import numpy as np
 
 from ..backend import backend_of, get_backend
+from ..backend.arrays import to_host, tree_to_host
 from ..errors import check_int, check_positive
 from ..init import as_rng
 from .activations import ACTIVATION_LAYERS
@@ -181,8 +182,7 @@ class BatchNorm(Layer):
         super().to(backend)
         be = get_backend(backend)
         for k, v in self.buffers.items():
-            host = get_backend("cuda").to_numpy(v) if backend_of(v) == "cuda" else np.asarray(v)
-            self.buffers[k] = be.asarray(host)
+            self.buffers[k] = be.asarray(to_host(v))
         return self
 
     def reset_running_stats(self):
@@ -210,7 +210,7 @@ class BatchNorm(Layer):
         """Host copies of gamma, beta and the running statistics."""
         out = {}
         for k, v in {**self.params, **self.buffers}.items():
-            out[k] = get_backend("cuda").to_numpy(v) if backend_of(v) == "cuda" else np.array(v)
+            out[k] = tree_to_host(v)
         return out
 
     def __repr__(self):

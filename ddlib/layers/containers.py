@@ -3,6 +3,7 @@
 import numpy as np
 
 from ..backend import get_backend
+from ..backend.arrays import assign, tree_to_host
 from ..init import as_rng
 from .activations import ACTIVATION_LAYERS, Activation
 from .base import Layer, check_input
@@ -137,18 +138,10 @@ class Sequential(Layer):
 
     def state_dict(self):
         """Host copies of every parameter and buffer, keyed by qualified name."""
-        from ..backend import backend_of, get_backend
-
-        out = {}
-        for n, store, k in self._entries():
-            v = store[k]
-            out[n] = get_backend("cuda").to_numpy(v) if backend_of(v) == "cuda" else np.array(v)
-        return out
+        return {n: tree_to_host(store[k]) for n, store, k in self._entries()}
 
     def load_state_dict(self, state):
         """Copy parameters and buffers from ``state`` (names and shapes must match)."""
-        from ..backend import backend_of, get_backend
-
         entries = self._entries()
         names = {n for n, _, _ in entries}
         missing, extra = names - set(state), set(state) - names
@@ -159,10 +152,7 @@ class Sequential(Layer):
             v = np.asarray(state[n])
             if v.shape != tuple(cur.shape):
                 raise ValueError(f"load_state_dict: {n} has shape {v.shape}, expected {tuple(cur.shape)}")
-            if backend_of(cur) == "cuda":
-                store[k] = get_backend("cuda").asarray(v.astype(cur.dtype))
-            else:
-                cur[...] = v
+            assign(cur, v)
         return self
 
     def __len__(self):
