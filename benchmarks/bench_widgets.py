@@ -21,7 +21,7 @@ FIVE = ("sgd", "momentum", "nesterov", "rmsprop", "adam")
 
 
 def _redraw(rules, steps, surface="rosenbrock"):
-    fig = plt.figure(figsize=(10, 4), dpi=72)  # the notebooks' dpi (ddlib.viz.notebook_setup)
+    fig = plt.figure(figsize=(10, 4), dpi=72)  # the notebooks' dpi (ddlib.notebook.notebook_setup)
 
     def once():
         race_ui.race_figure(surface, rules, steps=steps, fig=fig)

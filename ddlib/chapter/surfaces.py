@@ -22,7 +22,8 @@ name               formula                                      chapter
 
 Example::
 
-    from ddlib import optim, surfaces
+    from ddlib import optim
+    from ddlib.chapter import surfaces
     path = surfaces.run("ellipse", optim.momentum(0.1, 0.5), start=(-1.8, 0.9), steps=50)
     path.points.shape, path.losses[-1]    # (51, 2), a loss near 0
 """

@@ -1,4 +1,4 @@
-"""ddlib.backprop: the post-activation, pre-activation and decoupled recursions agree
+"""ddlib.chapter.backprop: the post-activation, pre-activation and decoupled recursions agree
 (Exercise 9) and match finite differences."""
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""ddlib.diagnostics: the Fig. 3.8 chain, Fig. 3.9 descent, the stats recorder, dead units."""
+"""Fig. 3.8 chains, Fig. 3.9 descent (chapter.vanishing, .descent) and ddlib.monitor."""
 
 import doctest
 

@@ -1,4 +1,4 @@
-"""ddlib.graph: pathwise aggregation (Lemma 3.2.1) and dynamic programming (Eq. 3.8)."""
+"""ddlib.chapter.graph: pathwise aggregation (Lemma 3.2.1) and dynamic programming (Eq. 3.8)."""
 
 import math
 

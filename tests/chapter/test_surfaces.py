@@ -1,4 +1,4 @@
-"""ddlib.surfaces: closed-form gradients/Hessians vs finite differences, the registry, run()."""
+"""ddlib.chapter.surfaces: closed-form gradients/Hessians vs finite differences, the registry, run()."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""ddlib.widgets: the race's rule settings, runs, plots and widget wiring, without a browser."""
+"""ddlib.notebook.race: the race's rule settings, runs, plots and widget wiring, without a browser."""
 
 import matplotlib
 
