@@ -13,8 +13,9 @@ The cuda kernels refuse host arrays with a TypeError that names the argument, so
 forgotten move fails loudly instead of costing a hidden copy on every call.
 
 ``DeviceTrainer`` runs forward pass, loss, backward pass and the optimizer's fused update
-with the data already on the GPU.  A step launches kernels and returns; the only value
-that ever comes back is the loss (one small copy), and only when asked for.  Order of
+with the data already on the GPU.  A step launches kernels and returns; the only values
+that ever come back are the loss and the optimizer's non-finite counters (one small
+copy), and only when asked for.  Order of
 set-up: move the model first, then build the optimizer, so its state (momentum buffers)
 is allocated on the GPU too::
 
@@ -36,13 +37,11 @@ are handed to the next step instead of going back to the driver.
 
 from __future__ import annotations
 
-import inspect
-
 import numpy as np
 
-from .backend import backend_of as _array_backend_of
 from .backend import get_backend, use_backend
-from .errors import check_int, check_labels
+from .backend.arrays import is_device, tree_leaves, where
+from .errors import check_labels
 
 __all__ = ["to_device", "to_host", "backend_of", "DeviceTrainer", "memory_pool"]
 
@@ -51,8 +50,13 @@ def _is_model(x) -> bool:
     return hasattr(x, "named_parameters") and hasattr(x, "to")
 
 
-def _is_device(x) -> bool:
-    return hasattr(x, "copy_to_host") and not isinstance(x, np.ndarray)
+def _require_device(who, **arrays):
+    """A clear TypeError when a host array reaches a device-only entry point."""
+    for name, x in arrays.items():
+        if not is_device(x):
+            shape = f" of shape {tuple(x.shape)}" if hasattr(x, "shape") else ""
+            raise TypeError(f"{who}: {name} is a host {type(x).__name__}{shape}; move it "
+                            f"to the GPU first with ddlib.device.to_device({name})")
 
 
 def backend_of(x) -> str:
@@ -65,12 +69,12 @@ def backend_of(x) -> str:
     if _is_model(x):
         places = set()
         for _, layer, k in x.named_parameters():
-            places.add(_array_backend_of(layer.params[k]))
-            places.add(_array_backend_of(layer.grads[k]))
+            places.add(where(layer.params[k]))
+            places.add(where(layer.grads[k]))
         if not places:
             return "numpy"
         return places.pop() if len(places) == 1 else "mixed"
-    return _array_backend_of(x)
+    return where(x)
 
 
 def to_device(x, dtype=None):
@@ -89,7 +93,7 @@ def to_device(x, dtype=None):
     if hasattr(x, "rule") and hasattr(x, "state"):
         raise TypeError("to_device(optimizer): move the model first, then build the "
                         "Optimizer; its state is then allocated on the GPU")
-    if _is_device(x):
+    if is_device(x):
         return be.asarray(x, dtype=dtype)
     return be.asarray(np.asarray(x), dtype=dtype)
 
@@ -101,7 +105,7 @@ def to_host(x):
     """
     if _is_model(x):
         return x.to("numpy")
-    if _is_device(x):
+    if is_device(x):
         return x.copy_to_host()
     return np.asarray(x)
 
@@ -137,85 +141,16 @@ def memory_pool(enabled: bool | None = None, release: bool = False) -> dict:
     return dict(status=POOL_STATUS, enabled=pool.enabled(), released_bytes=released, **totals)
 
 
-# ------------------------------------------------------------------- optimizer glue
-# kernels that copy their answer back to the host: each call is a round trip.  The
-# clipping transforms use the cuda backend's device variants (clip_norm_device,
-# clip_value_device) instead, so only a custom transform calling these gets counted
-_HOST_READS = ("sum_squares", "clip_value")
-
-
-class _FlagSteps:
-    """Stands in for the cuda backend inside ``rule.fused``: every ``*_step`` kernel
-    records non-finite gradients in the trainer's device flags (one int32 per parameter)
-    instead of copying a fresh flag to the GPU and back for each parameter.
-
-    A step that accepts ``bad=`` (a device flag array of shape (1,)) gets the trainer's
-    flag for its parameter and reads nothing back; any other call runs as it is, and its
-    round trip is counted in ``round_trips``.
-    """
-
-    def __init__(self, be, flags):
-        self._be = be
-        self._flags = flags
-        self._index: dict[int, int] = {}
-        self._cache: dict[str, object] = {}
-        self.round_trips = 0
-
-    def bind(self, params: dict):
-        self._index = {id(p): i for i, p in enumerate(params.values())}
-
-    def __getattr__(self, name):
-        fn = getattr(self._be, name)
-        if name in _HOST_READS:
-            return self._counted(fn)
-        if not name.endswith("_step"):
-            return fn
-        if name not in self._cache:
-            self._cache[name] = self._wrap(fn)
-        return self._cache[name]
-
-    def _wrap(self, fn):
-        if "bad" in inspect.signature(fn).parameters:
-            def with_flag(w, *args, **kw):
-                i = self._index.get(id(w))
-                if i is None:
-                    self.round_trips += 1
-                    return fn(w, *args, **kw)
-                fn(w, *args, bad=self._flags[i:i + 1], **kw)
-                return False
-
-            return with_flag
-
-        return self._counted(fn)
-
-    def _counted(self, fn):
-        def counted(*args, **kw):
-            self.round_trips += 1
-            return fn(*args, **kw)
-
-        return counted
-
-
-def _walk_arrays(tree):
-    if isinstance(tree, dict):
-        for v in tree.values():
-            yield from _walk_arrays(v)
-    elif isinstance(tree, (tuple, list)):
-        for v in tree:
-            yield from _walk_arrays(v)
-    elif isinstance(tree, np.ndarray) or _is_device(tree):
-        yield tree
-
-
 class DeviceTrainer:
     """Training steps with model, data, loss and optimizer state all on the GPU.
 
-    ``step(xb, yb)`` runs forward, softmax cross-entropy (Eqs. 3.20-3.22), backward and
-    the optimizer's fused update; it copies nothing back unless ``return_loss=True``,
-    in which case one small array (loss and non-finite flags) comes back.  Non-finite
-    gradients are counted on the GPU per parameter and reported (``NonFiniteGradient``
-    naming the parameter) whenever the status is read: by ``step(return_loss=True)``,
-    ``check()`` or ``fit_epoch``.
+    ``step(xb, yb)`` runs forward, softmax cross-entropy (Eqs. 3.20-3.22) kept on the
+    device (the ``softmax_xent_device`` kernel), backward, and ``optimizer.step(check=False)``;
+    it copies nothing back unless ``return_loss=True``, in which case one small array
+    (the loss and the optimizer's non-finite counters, packed by ``pack_status``) comes
+    back.  Non-finite gradients are counted on the GPU per parameter by the optimizer's
+    kernels and reported (``NonFiniteGradient`` naming the parameter) whenever the status
+    is read: by ``step(return_loss=True)``, ``check()`` or ``fit_epoch``.
 
     model:     a Layer/Sequential already moved with ``to_device``
     loss:      ``ddlib.losses.SoftmaxCrossEntropy`` (the loss the cuda backend fuses)
@@ -223,7 +158,6 @@ class DeviceTrainer:
     """
 
     def __init__(self, model, loss, optimizer):
-        from .backend.cuda import core as cuda_core
         from .losses import SoftmaxCrossEntropy
         from .optim.base import Optimizer
 
@@ -244,47 +178,29 @@ class DeviceTrainer:
                              "without host copies")
         if optimizer.model is not model:
             raise ValueError("DeviceTrainer: the optimizer was built for a different model")
-        on_host = [a for a in _walk_arrays(optimizer.state) if not _is_device(a)]
+        on_host = [a for a in tree_leaves((optimizer.state, optimizer.nonfinite))
+                   if not is_device(a)]
         if on_host:
             raise TypeError("DeviceTrainer: the optimizer's state holds host arrays; build the "
                             "Optimizer after to_device(model) so its state lives on the GPU")
         self.model, self.loss, self.optimizer = model, loss, optimizer
         self._be = be
-        self._core = cuda_core
-        self.names = list(optimizer.params())
-        self._flags = be.zeros(len(self.names), np.int32)
+        self.names = list(optimizer.names)
         self._last = be.zeros(1, np.float64)
         self._running = be.zeros(1, np.float64)
         self._status = be.empty(2 + len(self.names), np.float64)
-        self._steps = _FlagSteps(be, self._flags)
         self.steps = 0  # steps run by this trainer
         self._running_steps = 0
 
-    @property
-    def round_trips(self) -> int:
-        """Optimizer kernels that had to copy a flag back (0 when every step is flag-aware)."""
-        return self._steps.round_trips
-
     def step(self, xb, yb, return_loss=False):
         """One training step on a device batch; returns the loss only if ``return_loss``."""
-        self._core._need_device("DeviceTrainer.step", xb=xb, yb=yb)
-        opt = self.optimizer
+        _require_device("DeviceTrainer.step", xb=xb, yb=yb)
+        be = self._be
         with use_backend("cuda"):
             out = self.model.forward(xb, train=True)
-            _, probs = self._core.softmax_xent_device(out, yb, self._last, self._running)
-            self.model.backward(self._core.softmax_xent_backward(probs, yb), need_dx=False)
-            params, grads = opt.params(), opt.grads()
-            # lookahead rules (Nesterov) update the iterate W and write the lookahead
-            # point into the model's parameters, exactly as Optimizer.step does
-            w = opt.iterate_params()
-            point = params if opt.iterate is not None else None
-            self._steps.bind(w)
-            opt.state, bad = opt.rule.fused(self._steps, w, grads, opt.state, point)
-        if bad:
-            from .optim.base import NonFiniteGradient
-
-            raise NonFiniteGradient(bad[0], opt.steps)
-        opt.steps += 1
+            _, probs = be.softmax_xent_device(out, yb, self._last, self._running)
+            self.model.backward(be.softmax_xent_backward(probs, yb), need_dx=False)
+            self.optimizer.step(check=False)  # the counters are read with the status
         self.steps += 1
         self._running_steps += 1
         if return_loss:
@@ -292,23 +208,16 @@ class DeviceTrainer:
         return None
 
     def _read_status(self):
-        self._core.pack_status(self._last, self._running, self._flags, self._status)
+        """[last loss, running loss sum, counter per parameter], in one copy."""
+        self._be.pack_status(self._last, self._running, self.optimizer.nonfinite, self._status)
         return self._status.copy_to_host()
 
     def check(self) -> float:
         """Copy the status back (one small array): raise ``NonFiniteGradient`` if any
         gradient held NaN/inf since the last check, else return the last batch loss."""
         status = self._read_status()
-        self._raise_if_bad(status)
+        self.optimizer.check_finite(status[2:])
         return float(status[0])
-
-    def _raise_if_bad(self, status):
-        bad = [n for n, c in zip(self.names, status[2:]) if c > 0]
-        if bad:
-            from .optim.base import NonFiniteGradient
-
-            self._be.fill(self._flags, 0)
-            raise NonFiniteGradient(bad[0], self.optimizer.steps - 1)
 
     def put_data(self, X, y):
         """Validate (X, y) on the host and copy both to the GPU once; returns device arrays."""
@@ -328,24 +237,21 @@ class DeviceTrainer:
     def fit_epoch(self, X, y, batch_size, rng) -> float:
         """One shuffled pass over device-resident (X, y); returns the mean batch loss.
 
-        Host traffic per epoch: the shuffled index order goes to the GPU once, and the
-        status (loss sum and flags) comes back once at the end.  ``rng`` is a
+        The loop is ``train.fit``'s (one epoch, ``step_fn=self.step``).  Host traffic per
+        epoch: the shuffled index order goes to the GPU once, and the status (loss sum and
+        counters) comes back once at the end.  ``rng`` is a
         ``numpy.random.Generator`` (or a seed) that shuffles the order.
         """
-        from .init import as_rng
+        from .train import fit
 
-        self._core._need_device("fit_epoch", X=X, y=y)
-        batch_size = check_int("batch_size", batch_size)
-        n = X.shape[0]
-        order = to_device(as_rng(rng).permutation(n).astype(np.int64))
+        _require_device("fit_epoch", X=X, y=y)
         self._be.fill(self._running, 0.0)
         self._running_steps = 0
-        take = self._core.take_rows
-        for i in range(0, n, batch_size):
-            idx = order[i:min(i + batch_size, n)]
-            self.step(take(X, idx), take(y, idx))
+        with use_backend("cuda"):  # the loop of train.fit; each batch is cut on the GPU
+            fit(self.model, self.loss, self.optimizer, X, y, epochs=1,
+                batch_size=batch_size, seed=rng, step_fn=self.step)
         status = self._read_status()
-        self._raise_if_bad(status)
+        self.optimizer.check_finite(status[2:])
         return float(status[1]) / max(self._running_steps, 1)
 
     def running_loss(self) -> float:

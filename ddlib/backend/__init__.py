@@ -6,8 +6,10 @@ reference every other backend is tested against.  ``cpu`` runs numba ``@njit`` k
 ``NUMBA_ENABLE_CUDASIM=1`` set before numba is first imported, on numba's CUDA simulator.
 
 Kernels are grouped in families (``core``: matmul, activations, softmax; ``optim``:
-fused update rules; ``batchnorm``: normalization), each a module inside every backend
-package.  A backend object exposes every kernel of every family as an attribute::
+fused update rules and clipping; ``batchnorm``: normalization; ``loop``: the pieces of a
+training loop that stay beside the data, such as a loss kept in a small array and a row
+gather), each a module inside every backend package.  A backend object exposes every
+kernel of every family as an attribute::
 
     >>> import ddlib
     >>> be = ddlib.get_backend()          # the current one ("cpu" by default)
@@ -18,6 +20,12 @@ package.  A backend object exposes every kernel of every family as an attribute:
 Arrays passed to a backend's kernels must be that backend's native arrays: NumPy arrays
 for ``numpy`` and ``cpu``, numba device arrays for ``cuda``.  ``be.asarray`` and
 ``be.to_numpy`` move data in and out.
+
+The contract: the reference backend's family modules list, in their ``__all__``, every
+name a backend must provide (``contract()`` returns them).  Loading a backend checks its
+modules against that list, and a backend that lacks a declared name, or exports one the
+reference does not declare, is refused with a ``BackendContractError`` naming the backend,
+the family and the names.  So a kernel is added to every backend, or to none.
 """
 
 from __future__ import annotations
@@ -26,9 +34,15 @@ import contextlib
 import importlib
 import os
 from contextvars import ContextVar
+from functools import lru_cache
+
+from .arrays import where
 
 BACKENDS = ("numpy", "cpu", "cuda")
-FAMILIES = ("core", "optim", "batchnorm")
+FAMILIES = ("core", "optim", "batchnorm", "loop")
+#: what every backend package itself provides (moving data in and out), beside the families
+HELPERS = ("asarray", "to_numpy", "empty", "zeros", "is_native", "synchronize")
+REFERENCE = "numpy_ref"  # the package whose families' __all__ lists are the contract
 _MODULES = {"numpy": "numpy_ref", "cpu": "cpu", "cuda": "cuda"}
 _ALIASES = {"numpy_ref": "numpy", "ref": "numpy", "numba": "cpu", "gpu": "cuda"}
 
@@ -42,20 +56,73 @@ class BackendUnavailable(RuntimeError):
     """The requested backend exists but cannot run on this machine."""
 
 
+class BackendContractError(TypeError):
+    """A backend package does not provide exactly the kernels the reference declares."""
+
+
+def contract() -> dict[str, tuple[str, ...]]:
+    """Every family's declared names, read from the reference backend's ``__all__`` lists.
+
+    >>> "adam_step" in contract()["optim"] and "take_rows" in contract()["loop"]
+    True
+    """
+    return dict(_declared())
+
+
+@lru_cache(maxsize=None)
+def _declared():
+    return tuple(
+        (family, tuple(importlib.import_module(f"{__name__}.{REFERENCE}.{family}").__all__))
+        for family in FAMILIES
+    )
+
+
+def _check_contract(name: str, package, modules: dict) -> None:
+    """Raise BackendContractError unless ``modules`` (family -> module or None) declare
+    exactly the reference's names, each present, and ``package`` has every helper."""
+    problems = []
+    for family, declared in contract().items():
+        mod = modules.get(family)
+        exported = tuple(getattr(mod, "__all__", ())) if mod is not None else ()
+        missing = [k for k in declared if k not in exported or not hasattr(mod, k)]
+        extra = [k for k in exported if k not in declared]
+        where = f"{package.__name__}.{family}"
+        if mod is None:
+            problems.append(f"family {family!r} is missing (no module {where}); it must "
+                            f"define {', '.join(declared)}")
+            continue
+        if missing:
+            problems.append(f"{where} lacks declared kernel(s) {', '.join(missing)}")
+        if extra:
+            problems.append(f"{where} exports undeclared name(s) {', '.join(extra)} (add them "
+                            f"to {__name__}.{REFERENCE}.{family}.__all__ with a reference "
+                            "version, or drop them from __all__)")
+    lacking = [h for h in HELPERS if not hasattr(package, h)]
+    if lacking:
+        problems.append(f"package {package.__name__} lacks helper(s) {', '.join(lacking)}")
+    if problems:
+        raise BackendContractError(
+            f"backend {name!r} breaks the kernel contract of {__name__}.{REFERENCE}: "
+            + "; ".join(problems))
+
+
 class Backend:
-    """A named collection of kernels; attribute access returns a kernel function."""
+    """A named collection of kernels; attribute access returns a kernel function.
+
+    Building one checks the package against the contract (``contract()``) and raises
+    ``BackendContractError`` naming the backend and the offending names.
+    """
 
     def __init__(self, name: str, package):
         self.name = name
         self.package = package
         self.kernels: dict[str, object] = {}
-        for family in FAMILIES:
-            mod = _import_family(package.__name__, family)
-            if mod is None:
-                continue
-            for kname in getattr(mod, "__all__", ()):
-                self.kernels[kname] = getattr(mod, kname)
-        for helper in ("asarray", "to_numpy", "empty", "zeros", "is_native", "synchronize"):
+        modules = {family: _import_family(package.__name__, family) for family in FAMILIES}
+        _check_contract(name, package, modules)
+        for family, declared in contract().items():
+            for kname in declared:
+                self.kernels[kname] = getattr(modules[family], kname)
+        for helper in HELPERS:
             self.kernels[helper] = getattr(package, helper)
         # plain instance attributes: ``be.matmul`` is then an ordinary (fast) lookup, and
         # ``__getattr__`` below only runs for names that are missing
@@ -179,11 +246,6 @@ def use_backend(name: str):
 
 
 def backend_of(x) -> str:
-    """Which backend an array lives on: 'cuda' for device arrays, else 'numpy'."""
-    # device arrays (and the simulator's stand-ins, which also mimic NumPy's protocols)
-    # copy back to the host; NumPy arrays do not
-    import numpy as np
-
-    if hasattr(x, "copy_to_host") and not isinstance(x, np.ndarray):
-        return "cuda"
-    return "numpy"
+    """Which backend an array lives on: 'cuda' for device arrays, else 'numpy'
+    (``arrays.where``, the one test of where an array lives)."""
+    return where(x)

@@ -27,6 +27,9 @@ __all__ = [
     "to_host",
     "copy",
     "assign",
+    "zeros",
+    "full_like",
+    "fill",
     "tree_map",
     "tree_leaves",
     "tree_to_host",
@@ -83,6 +86,32 @@ def assign(dst, src) -> None:
         dst.copy_to_device(np.ascontiguousarray(to_host(src), dtype=dst.dtype))
     else:
         dst[...] = to_host(src)
+
+
+def zeros(shape, dtype=np.float64, like=None):
+    """A zero array of ``shape`` and ``dtype`` on the same side as ``like`` (host when None)."""
+    if is_device(like):
+        return _cuda().zeros(shape, dtype)
+    return np.zeros(shape, dtype=dtype)
+
+
+def full_like(x, value=0.0):
+    """An array shaped and typed like ``x``, every entry ``value``, on x's side."""
+    if is_device(x):
+        be = _cuda()
+        out = be.zeros(x.shape, x.dtype)
+        if value:
+            be.fill(out, value)
+        return out
+    return np.full_like(x, value)
+
+
+def fill(x, value) -> None:
+    """Set every entry of ``x`` to ``value`` in place (a kernel launch on the device)."""
+    if is_device(x):
+        _cuda().fill(x, value)
+    else:
+        x[...] = value
 
 
 def tree_map(fn, tree):

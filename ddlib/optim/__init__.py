@@ -7,7 +7,8 @@ Rules (each one equation, explicit state, a fused kernel behind it):
 (Eqs. 3.44-3.46).
 
 Schedules (3.5.1): ``exponential_decay``, ``inverse_decay``, ``step_decay``,
-``ReduceOnPlateau``.  Clipping (3.5.5): ``clip_by_value``, ``clip_by_norm``.
+``ReduceOnPlateau``.  Clipping (3.5.5): ``clip_by_value``, ``clip_by_norm``.  Weight decay
+(L2): ``add_decayed_weights``, or ``weight_decay=`` on a rule.
 Averaging (3.5.7): ``PolyakAverage``, ``average_path``.  Running: ``Optimizer`` over a
 model, ``trajectory`` over a function given by its gradient, ``chain`` to combine.
 
@@ -18,7 +19,7 @@ Example::
 """
 
 from .averaging import PolyakAverage, average_path
-from .base import NonFiniteGradient, Optimizer, Transform, chain, lr_at
+from .base import NonFiniteGradient, Optimizer, Transform, chain, lr_at, make_counters
 from .clipping import ClipState, clip_by_global_norm, clip_by_norm, clip_by_value
 from .rules import (
     RULES,
@@ -49,13 +50,15 @@ from .schedules import (
     inverse_decay,
     step_decay,
 )
+from .transforms import AddDecayedWeightsState, add_decayed_weights
 
 __all__ = [
-    "RULES", "AdaDeltaState", "AdaGradState", "AdamState", "ClipState", "DeltaBarDeltaState",
-    "MomentumState", "NonFiniteGradient", "Optimizer", "PolyakAverage", "RMSPropNesterovState",
-    "RMSPropState", "ReduceLROnPlateau", "ReduceOnPlateau", "SGDState", "Trajectory",
-    "Transform", "adadelta", "adagrad", "adam", "adam_rate", "average_path", "chain",
-    "clip_by_global_norm", "clip_by_norm", "clip_by_value", "delta_bar_delta",
-    "exponential_decay", "inverse_decay", "lr_at", "momentum", "nesterov", "rmsprop",
-    "rmsprop_nesterov", "sgd", "step_decay", "trajectory",
+    "RULES", "AdaDeltaState", "AdaGradState", "AdamState", "AddDecayedWeightsState",
+    "ClipState", "DeltaBarDeltaState", "MomentumState", "NonFiniteGradient", "Optimizer",
+    "PolyakAverage", "RMSPropNesterovState", "RMSPropState", "ReduceLROnPlateau",
+    "ReduceOnPlateau", "SGDState", "Trajectory", "Transform", "adadelta", "adagrad", "adam",
+    "adam_rate", "add_decayed_weights", "average_path", "chain", "clip_by_global_norm",
+    "clip_by_norm", "clip_by_value", "delta_bar_delta", "exponential_decay", "inverse_decay",
+    "lr_at", "make_counters", "momentum", "nesterov", "rmsprop", "rmsprop_nesterov", "sgd",
+    "step_decay", "trajectory",
 ]

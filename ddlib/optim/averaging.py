@@ -17,8 +17,8 @@ import contextlib
 import numpy as np
 
 from ..backend import get_backend
+from ..backend.arrays import assign, copy, is_device, tree_to_host
 from ..errors import check_unit_interval
-from .base import _assign, _copy, _to_host, on_device
 
 
 def _check_form(beta, form):
@@ -79,7 +79,7 @@ class PolyakAverage:
         self._named = self.model.named_parameters()
         self.count = 0
         self._denom = 0.0
-        self.average = {n: _copy(p) for n, p in self._source().items()}
+        self.average = {n: copy(p) for n, p in self._source().items()}
 
     def _source(self):
         if self.optimizer is not None:
@@ -92,7 +92,7 @@ class PolyakAverage:
         c, self._denom = _weight(self.count, self.beta, self.form, self._denom)
         for n, w in self._source().items():
             avg = self.average[n]
-            if on_device(w):
+            if is_device(w):
                 get_backend("cuda").ema_update(avg, w, c)
             elif self.count == 1:
                 avg[...] = w
@@ -105,23 +105,23 @@ class PolyakAverage:
     def swapped(self):
         """Context manager: the model holds the averaged weights inside the block."""
         params = {n: layer.params[k] for n, layer, k in self._named}
-        saved = {n: _copy(p) for n, p in params.items()}
+        saved = {n: copy(p) for n, p in params.items()}
         for n, p in params.items():
-            _assign(p, self.average[n])
+            assign(p, self.average[n])
         try:
             yield self.model
         finally:
             for n, p in params.items():
-                _assign(p, saved[n])
+                assign(p, saved[n])
 
     def state_dict(self):
-        return {"count": self.count, "denom": self._denom, "average": _to_host(self.average)}
+        return {"count": self.count, "denom": self._denom, "average": tree_to_host(self.average)}
 
     def load_state_dict(self, sd):
         self.count = int(sd["count"])
         self._denom = float(sd["denom"])
         for n in self.average:
-            _assign(self.average[n], np.asarray(sd["average"][n]))
+            assign(self.average[n], np.asarray(sd["average"][n]))
 
     def __repr__(self):
         kind = "simple" if self.beta is None else f"exponential beta={self.beta:g} {self.form}"

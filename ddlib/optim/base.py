@@ -7,10 +7,14 @@ Rules ``chain`` left to right, e.g. clipping then momentum.
 
 Two optional pieces sit beside ``update``:
 
-* ``fused(be, params, grads, state, point=None) -> (state, bad_names)`` does the same
-  arithmetic in one pass through a backend kernel, in place.  ``Optimizer`` prefers it, and
-  the tests hold it equal to the explicit ``update``.  A gradient-only transform
-  (``kind='grad'``, e.g. clipping) rewrites ``grads`` in place instead of ``params``.
+* ``fused(be, params, grads, state, bad, point=None) -> state`` does the same arithmetic
+  in one pass through a backend kernel, in place.  ``Optimizer`` prefers it, and the tests
+  hold it equal to the explicit ``update``.  A gradient-only transform (``kind='grad'``,
+  e.g. clipping or weight decay) rewrites ``grads`` in place instead of ``params``.
+  ``bad`` maps each parameter name to a one-entry integer counter on the arrays' side
+  (see ``make_counters``); every kernel adds the number of NaN/inf gradient entries it
+  met to its parameter's counter and leaves those entries alone.  Nothing is returned or
+  read back, so on the GPU a step never waits; ``Optimizer.check_finite`` reads them.
 * ``lookahead(params, state) -> dict`` names the point where the *next* gradient must be
   evaluated.  Nesterov-type rules need the gradient at W + beta V rather than at W
   (Sec. 3.5.2.1); whoever computes gradients (``Optimizer``, ``trajectory``) asks the rule
@@ -25,12 +29,22 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 
 from ..backend import get_backend
+from ..backend.arrays import (
+    assign,
+    copy,
+    fill,
+    full_like,
+    is_device,
+    to_host,
+    tree_copy_into,
+    tree_to_host,
+    zeros,
+)
 from ..errors import check_positive
 
-
-def on_device(x):
-    """True for numba device arrays (and the CUDA simulator's stand-ins), False for ndarrays."""
-    return hasattr(x, "copy_to_host") and not isinstance(x, np.ndarray)
+#: dtype of the non-finite counters (wide enough that an epoch of deferred checks on a
+#: large model cannot wrap around)
+COUNTER_DTYPE = np.int64
 
 
 class Transform(NamedTuple):
@@ -38,7 +52,7 @@ class Transform(NamedTuple):
 
     init: Callable[[dict], Any]
     update: Callable[[dict, Any, dict], tuple]
-    fused: Callable | None = None  # (be, params, grads, state, point=None) -> (state, bad)
+    fused: Callable | None = None  # (be, params, grads, state, bad, point=None) -> state
     name: str = "transform"
     lookahead: Callable | None = None  # (params, state) -> dict: where to take the gradient
     kind: str = "rule"  # 'rule' moves the parameters; 'grad' only reshapes the gradient
@@ -52,15 +66,35 @@ class NonFiniteGradient(FloatingPointError):
     gradient is NaN or inf as it was.  A fused kernel does update the finite entries of
     that step in place, though, so after this error treat the model as diverged (reload
     a checkpoint, lower the rate) rather than as the model before the step.
+
+    ``step`` is the last step the check covered; when checks were deferred
+    (``Optimizer.step(check=False)``), ``first`` is the first step it covered, and the NaN
+    arrived somewhere in between.
     """
 
-    def __init__(self, name, step):
+    def __init__(self, name, step, first=None):
         self.param = name
         self.step = step
+        self.first = step if first is None else first
+        when = (f"at optimizer step {step}" if self.first >= step
+                else f"between optimizer steps {self.first} and {step}")
         super().__init__(
-            f"non-finite gradient in parameter {name!r} at optimizer step {step}; "
+            f"non-finite gradient in parameter {name!r} {when}; "
             "training stopped here (lower the learning rate or clip the gradients)"
         )
+
+
+def make_counters(params):
+    """One non-finite counter per parameter, on the parameters' side (host or GPU).
+
+    Returns ``(counts, views)``: ``counts`` an int64 array of shape (len(params),), and
+    ``views`` a dict from each name to its one-entry slice ``counts[i:i + 1]``, which is
+    what the kernels receive as ``bad``.  ``Optimizer`` makes and owns one pair.
+    """
+    names = list(params)
+    like = next(iter(params.values()), None)
+    counts = zeros((len(names),), COUNTER_DTYPE, like=like)
+    return counts, {n: counts[i:i + 1] for i, n in enumerate(names)}
 
 
 def lr_at(lr, step, name="lr"):
@@ -95,6 +129,10 @@ def chain(*transforms, name=None):
     Example: ``chain(clip_by_norm(1.0), momentum(0.1, 0.9))`` clips, then steps.  The chain
     has a fused kernel when every member has one and only the last moves the parameters
     (gradient transforms first, one rule last).  At most one member may need a lookahead.
+
+    The fused chain runs every member even when an earlier one counted NaN/inf entries
+    (finding out would mean reading the counters back, a copy per step on the GPU); each
+    kernel leaves those entries untouched, so they never reach the weights.
     """
     for t in transforms:
         if not isinstance(t, Transform):
@@ -127,17 +165,14 @@ def chain(*transforms, name=None):
     )
     fused = None
     if fusable:
-
-        def fused(be, params, grads, state, point=None):
-            new_state, bad = [], []
-            for t, s in zip(transforms, state, strict=True):
-                s, b = t.fused(be, params, grads, s, point)
-                new_state.append(s)
-                bad.extend(n for n in b if n not in bad)
-                if bad:  # a gradient transform already found NaN/inf: go no further
-                    new_state.extend(state[len(new_state):])
-                    break
-            return tuple(new_state), bad
+        # Every member runs, whatever the counters say: reading them would cost a copy
+        # back from the GPU at each step.  A NaN/inf gradient entry is therefore left
+        # untouched and counted by each member in turn (the clipping kernels leave it out
+        # of the norm), and the rule's kernel leaves the parameter entry as it was, so the
+        # finite entries take a bounded step and the counters report the rest.
+        def fused(be, params, grads, state, bad, point=None):
+            return tuple(t.fused(be, params, grads, s, bad, point)
+                         for t, s in zip(transforms, state, strict=True))
 
     kind = transforms[-1].kind if transforms else "grad"
     return Transform(
@@ -156,6 +191,13 @@ class Optimizer:
     point W + beta V between steps, so any training loop differentiates at the point the
     chapter asks for; the iterate W itself lives in ``self.iterate`` (see ``iterate_params``
     and ``swap_iterate``).  At convergence V -> 0 and the two coincide.
+
+    Non-finite gradients: the optimizer owns one counter per parameter (``self.nonfinite``,
+    an int64 array on the parameters' side, in the order of ``self.names``).  The kernels
+    add to them; ``step()`` then checks them (free on the host, one small copy on the
+    GPU) and raises ``NonFiniteGradient``.  ``step(check=False)`` skips the check, so a
+    GPU loop never waits, and ``check_finite()`` looks later, naming the first parameter
+    whose counter rose and the steps it covers.
 
     Example::
 
@@ -176,11 +218,15 @@ class Optimizer:
         self.rule = rule
         self.use_fused = rule.fused is not None and fused is not False
         self._named = model.named_parameters()
+        params = self.params()
+        self.names = list(params)
         self.iterate = None
         if rule.lookahead is not None:
-            self.iterate = {n: _copy(p) for n, p in self.params().items()}
+            self.iterate = {n: copy(p) for n, p in params.items()}
         self.state = rule.init(self._w())
         self.steps = 0
+        self.nonfinite, self._bad = make_counters(params)
+        self._checked = 0  # the first step the next check covers
 
     def params(self):
         """The model's parameter arrays by qualified name (what gradients are taken at)."""
@@ -201,31 +247,67 @@ class Optimizer:
         for _, layer, k in self._named:
             be.fill(layer.grads[k], 0.0)
 
-    def step(self):
-        """One update from the gradients held in the model; raises NonFiniteGradient."""
+    def step(self, check=True):
+        """One update from the gradients held in the model.
+
+        check: look at the non-finite counters afterwards and raise ``NonFiniteGradient``
+               (the default); ``False`` leaves that to a later ``check_finite()``.
+        """
         params, grads = self.params(), self.grads()
         w = params if self.iterate is None else self.iterate
+        if params and is_device(self.nonfinite) != is_device(next(iter(params.values()))):
+            # the model moved (host <-> GPU) after this optimizer was built: the counters
+            # follow it, keeping what they had counted
+            old = self.nonfinite
+            self.nonfinite, self._bad = make_counters(params)
+            assign(self.nonfinite, old)
         if self.use_fused:
             point = params if self.iterate is not None else None
-            self.state, bad = self.rule.fused(get_backend(), w, grads, self.state, point)
-            if bad:
-                raise NonFiniteGradient(bad[0], self.steps)
+            self.state = self.rule.fused(get_backend(), w, grads, self.state, self._bad, point)
         else:
-            for n, g in grads.items():
-                if on_device(g):
-                    raise TypeError(
-                        f"rule {self.rule.name!r} without a fused kernel runs on host arrays "
-                        "only; use the numpy or cpu backend"
-                    )
-                if not np.isfinite(g).all():
-                    raise NonFiniteGradient(n, self.steps)
-            updates, self.state = self.rule.update(grads, self.state, w)
-            for n, u in updates.items():
-                w[n] += u
-            if self.iterate is not None:
-                for n, p in self.rule.lookahead(w, self.state).items():
-                    params[n][...] = p
+            self._explicit_step(params, grads, w)
         self.steps += 1
+        if check:
+            self.check_finite()
+
+    def _explicit_step(self, params, grads, w):
+        """The rule's equations on host arrays; a NaN/inf gradient leaves everything as it
+        was (nothing is touched) and is counted against its parameter."""
+        found = False
+        for i, g in enumerate(grads.values()):
+            if is_device(g):
+                raise TypeError(
+                    f"rule {self.rule.name!r} without a fused kernel runs on host arrays "
+                    "only; use the numpy or cpu backend"
+                )
+            ok = np.isfinite(g)
+            if not ok.all():
+                self.nonfinite[i] += ok.size - np.count_nonzero(ok)
+                found = True
+        if found:
+            return
+        updates, self.state = self.rule.update(grads, self.state, w)
+        for n, u in updates.items():
+            w[n] += u
+        if self.iterate is not None:
+            for n, p in self.rule.lookahead(w, self.state).items():
+                params[n][...] = p
+
+    def check_finite(self, counts=None):
+        """Raise ``NonFiniteGradient`` if a kernel met a NaN/inf gradient since the last check.
+
+        Reads ``self.nonfinite`` (a copy back on the GPU) unless ``counts``, a host copy
+        of it taken by the caller (``DeviceTrainer`` packs it with the loss), is given.
+        The error names the first parameter counted and the steps the check covers; the
+        counters are reset to zero.
+        """
+        c = to_host(self.nonfinite) if counts is None else np.asarray(counts)
+        first, self._checked = self._checked, self.steps
+        if not c.any():
+            return
+        i = int(np.flatnonzero(c)[0])
+        fill(self.nonfinite, 0)
+        raise NonFiniteGradient(self.names[i], self.steps - 1, first=first)
 
     def swap_iterate(self):
         """Context manager: put the iterate W into the model (e.g. to evaluate), then restore."""
@@ -237,88 +319,36 @@ class Optimizer:
                 yield
                 return
             params = self.params()
-            saved = {n: _copy(p) for n, p in params.items()}
+            saved = {n: copy(p) for n, p in params.items()}
             for n, p in params.items():
-                _assign(p, self.iterate[n])
+                assign(p, self.iterate[n])
             try:
                 yield
             finally:
                 for n, p in params.items():
-                    _assign(p, saved[n])
+                    assign(p, saved[n])
 
         return cm()
 
     def state_dict(self):
         """A deep host copy of the step count, the rule's state and (lookahead rules) W."""
-        sd = {"steps": self.steps, "state": _to_host(self.state)}
+        sd = {"steps": self.steps, "state": tree_to_host(self.state)}
         if self.iterate is not None:
-            sd["iterate"] = _to_host(self.iterate)
+            sd["iterate"] = tree_to_host(self.iterate)
         return sd
 
     def load_state_dict(self, sd):
         """Restore a ``state_dict``; training then continues exactly as it would have."""
         self.steps = int(sd["steps"])
-        self.state = _copy_into(self.state, sd["state"])
+        self._checked = self.steps
+        self.state = tree_copy_into(self.state, sd["state"])
         if self.iterate is not None:
             if "iterate" not in sd:
                 raise ValueError("state_dict has no 'iterate'; it was saved for another rule")
             for n in self.iterate:
-                _assign(self.iterate[n], np.asarray(sd["iterate"][n]))
-
-
-def _copy(p):
-    if on_device(p):
-        return get_backend("cuda").asarray(p.copy_to_host())
-    return np.array(p, copy=True)
-
-
-def _assign(dst, src):
-    """dst[...] = src for host or device arrays (src may live on either)."""
-    if on_device(dst):
-        host = src.copy_to_host() if on_device(src) else np.asarray(src, dst.dtype)
-        dst.copy_to_device(np.ascontiguousarray(host))
-    else:
-        dst[...] = src.copy_to_host() if on_device(src) else src
-
-
-def _to_host(tree):
-    if isinstance(tree, dict):
-        return {k: _to_host(v) for k, v in tree.items()}
-    if isinstance(tree, tuple) and hasattr(tree, "_fields"):
-        return type(tree)(*(_to_host(v) for v in tree))
-    if isinstance(tree, (tuple, list)):
-        return type(tree)(_to_host(v) for v in tree)
-    if isinstance(tree, np.ndarray):
-        return tree.copy()
-    if hasattr(tree, "copy_to_host"):
-        return tree.copy_to_host()
-    return tree
-
-
-def _copy_into(like, src):
-    """Rebuild a state tree shaped like ``like`` from ``src``, keeping array placement."""
-    if isinstance(like, dict):
-        return {k: _copy_into(like[k], src[k]) for k in like}
-    if isinstance(like, tuple) and hasattr(like, "_fields"):
-        return type(like)(*(_copy_into(a, b) for a, b in zip(like, src, strict=True)))
-    if isinstance(like, (tuple, list)):
-        return type(like)(_copy_into(a, b) for a, b in zip(like, src, strict=True))
-    if isinstance(like, np.ndarray):
-        return np.array(src, dtype=like.dtype, copy=True)
-    if hasattr(like, "copy_to_host"):
-        return get_backend("cuda").asarray(np.asarray(src, dtype=like.dtype))
-    return src
+                assign(self.iterate[n], np.asarray(sd["iterate"][n]))
 
 
 def zeros_like_tree(params, fill=0.0):
     """Arrays shaped like each parameter (zeros, or ``fill``), on the parameter's backend."""
-    out = {}
-    for n, p in params.items():
-        if on_device(p):
-            be = get_backend("cuda")
-            out[n] = be.zeros(p.shape, p.dtype)
-            if fill:
-                be.fill(out[n], fill)
-        else:
-            out[n] = np.full_like(p, fill)
-    return out
+    return {n: full_like(p, fill) for n, p in params.items()}

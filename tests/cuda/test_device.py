@@ -109,7 +109,17 @@ def test_device_steps_match_host_steps(cuda_be, rule):
     for name, value in ref_net.state_dict().items():
         np.testing.assert_allclose(net.state_dict()[name], value, rtol=1e-9, atol=1e-12,
                                    err_msg=name)
-    assert trainer.round_trips == 0
+    _counters_stay_on_the_device(trainer)
+
+
+def _counters_stay_on_the_device(trainer):
+    """What ``round_trips == 0`` used to say: every kernel of the step counted its NaN/inf
+    entries into the optimizer's device counters (none made and read back its own), and
+    they read zero; the ``transfers`` tests below count the copies themselves."""
+    opt = trainer.optimizer
+    assert backend_of(opt.nonfinite) == "cuda" and opt.nonfinite.dtype == np.int64
+    assert all(backend_of(v) == "cuda" for v in opt._bad.values())
+    assert to_host(opt.nonfinite).tolist() == [0] * len(opt.names)
 
 
 @pytest.mark.cuda
@@ -126,14 +136,17 @@ def test_clipping_state_on_the_device_matches_the_host(cuda_be, rule):
     if isinstance(host_last, dict):  # per-parameter norms
         assert set(dev_last) == set(host_last)
         for k in host_last:
-            assert to_host(dev_last[k])[0] == pytest.approx(host_last[k], rel=1e-12)
+            assert backend_of(dev_last[k]) == "cuda" and backend_of(host_last[k]) == "numpy"
+            assert to_host(dev_last[k])[0] == pytest.approx(host_last[k][0], rel=1e-12)
     else:  # the global norm, or the number of entries clipped
-        assert to_host(dev_last)[0] == pytest.approx(host_last, rel=1e-12)
-    assert trainer.optimizer.state[0].count == 1 and trainer.round_trips == 0
+        assert backend_of(dev_last) == "cuda" and backend_of(host_last) == "numpy"
+        assert to_host(dev_last)[0] == pytest.approx(host_last[0], rel=1e-12)
+    assert trainer.optimizer.state[0].count == 1
+    _counters_stay_on_the_device(trainer)
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("rule", ["adam", "clip_norm+momentum"])
+@pytest.mark.parametrize("rule", sorted(RULES))
 def test_a_step_copies_nothing_back_unless_asked(cuda_be, transfers, rule):
     X, y = data()
     net, trainer = device_setup(rule)
@@ -143,7 +156,42 @@ def test_a_step_copies_nothing_back_unless_asked(cuda_be, transfers, rule):
     assert (transfers.to_host, transfers.to_device) == (0, 0)
     loss = trainer.step(xb, yb, return_loss=True)
     assert (transfers.to_host, transfers.to_device) == (1, 0)
-    assert np.isfinite(loss) and trainer.round_trips == 0
+    assert np.isfinite(loss)
+    _counters_stay_on_the_device(trainer)
+
+
+@pytest.mark.cuda
+def test_optimizer_step_on_the_device_checks_with_one_copy(cuda_be, transfers):
+    """Outside DeviceTrainer, Optimizer.step() reads its counters back in one small copy
+    (check=False: none); a deferred check names the steps it covers."""
+    X, y = data()
+    net = to_device(layers.mlp(SIZES, activation="tanh", rng=1))
+    opt = optim.Optimizer(net, optim.chain(optim.clip_by_norm(0.5), optim.adam(0.05)))
+    xb, yb = to_device(X), to_device(y)
+
+    def backward():
+        net.backward(cuda_be.softmax_xent_backward(
+            cuda_be.softmax_xent_device(net.forward(xb, train=True), yb)[1], yb), need_dx=False)
+
+    backward()
+    transfers.reset()
+    opt.step(check=False)
+    assert (transfers.to_host, transfers.to_device) == (0, 0)
+    opt.step()
+    assert (transfers.to_host, transfers.to_device) == (1, 0)
+    name, layer, key = net.named_parameters()[0]
+    g = to_host(layer.grads[key])
+    g[0, 0] = np.nan
+    layer.grads[key] = to_device(g)
+    w_before = to_host(layer.params[key])
+    opt.step(check=False)
+    opt.step(check=False)
+    with pytest.raises(optim.NonFiniteGradient,
+                       match=f"'{name}' between optimizer steps 2 and 3") as err:
+        opt.check_finite()
+    assert (err.value.first, err.value.step) == (2, 3)
+    assert to_host(layer.params[key])[0, 0] == w_before[0, 0]  # left untouched
+    assert to_host(opt.nonfinite).tolist() == [0] * len(opt.names)  # reset
 
 
 @pytest.mark.cuda

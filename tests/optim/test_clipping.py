@@ -19,7 +19,8 @@ def test_clip_by_value():
         np.testing.assert_array_equal(out[k], np.minimum(np.maximum(g[k], -1.0), 1.0))
         unchanged = np.abs(g[k]) <= 1
         np.testing.assert_array_equal(out[k][unchanged], g[k][unchanged])
-    assert s.last == sum(int((np.abs(v) > 1).sum()) for v in g.values()) > 0
+    assert s.last.shape == (1,) and s.last.dtype == np.int64  # a small array, as fused
+    assert s.last[0] == sum(int((np.abs(v) > 1).sum()) for v in g.values()) > 0
     t = optim.clip_by_value(2.0, min_value=-0.5)
     out, _ = t.update(g, t.init(g))
     assert out["W"].max() == 2.0 and out["W"].min() == -0.5
@@ -30,7 +31,7 @@ def test_clip_by_global_norm_keeps_direction():
     total = np.sqrt(sum((v**2).sum() for v in g.values()))
     t = optim.clip_by_norm(1.0)
     out, s = t.update(g, t.init(g))
-    assert s.last == pytest.approx(total)
+    assert s.last.shape == (1,) and s.last[0] == pytest.approx(total)
     new_total = np.sqrt(sum((v**2).sum() for v in out.values()))
     assert new_total == pytest.approx(1.0)
     for k in g:
@@ -53,7 +54,7 @@ def test_clip_per_parameter_norm():
     out, s = t.update(g, t.init(g))
     np.testing.assert_array_equal(out["b"], g["b"])  # short one untouched
     assert np.linalg.norm(out["W"]) == pytest.approx(thr)
-    assert s.last["W"] == pytest.approx(nW)
+    assert s.last["W"].shape == (1,) and s.last["W"][0] == pytest.approx(nW)
 
 
 def test_clipping_rescues_a_fixed_rate_at_a_cliff():
@@ -78,3 +79,27 @@ def test_clipping_rescues_a_fixed_rate_at_a_cliff():
 def test_bad_thresholds(make, param):
     with pytest.raises(ValueError, match=param):
         make()
+
+
+@pytest.mark.parametrize("make", [lambda: optim.clip_by_value(1.0), lambda: optim.clip_by_norm(1.0),
+                                  lambda: optim.clip_by_norm(1.0, per_parameter=True)],
+                         ids=["value", "norm", "param_norm"])
+def test_clip_state_lives_beside_the_parameters_and_is_written_in_place(backend, make):
+    """``last`` starts as small arrays on the parameters' side; the fused kernels write
+    into them (no new arrays per step) and agree with the explicit update."""
+    t = make()
+    g = _g()
+    params = {k: backend.asarray(np.zeros_like(v)) for k, v in g.items()}
+    state = t.init(params)
+    leaves = list(state.last.values()) if isinstance(state.last, dict) else [state.last]
+    assert all(backend.is_native(a) and a.shape == (1,) for a in leaves)
+    counts, bad = optim.make_counters(params)
+    new = t.fused(backend, params, {k: backend.asarray(v.copy()) for k, v in g.items()}, state,
+                  bad)
+    assert new.count == 1
+    got = list(new.last.values()) if isinstance(new.last, dict) else [new.last]
+    assert all(a is b for a, b in zip(got, leaves, strict=True))
+    _, want = t.update(g, t.init(g))
+    want = list(want.last.values()) if isinstance(want.last, dict) else [want.last]
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(backend.to_numpy(a), b, rtol=1e-12)

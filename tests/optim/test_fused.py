@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from ddlib import optim
-from ddlib.backend import get_backend
+from ddlib.backend.arrays import is_array, to_host, tree_leaves
 from ddlib.backend.numpy_ref import optim as ref
 from tests.conftest import SIMULATOR, tol
 
@@ -30,6 +30,8 @@ def _rules():
         "clipparam_momentum": optim.chain(optim.clip_by_norm(0.3, per_parameter=True),
                                           optim.nesterov(0.05, 0.9)),
         "clipvalue_rmsprop": optim.chain(optim.clip_by_value(0.4), optim.rmsprop(0.01)),
+        "sgd_weight_decay": optim.sgd(0.05, weight_decay=0.1),
+        "adam_weight_decay": optim.adam(0.01, weight_decay=0.05),
     }
 
 
@@ -65,24 +67,18 @@ def _explicit(rule, w0, grad):
 def _fused(be, rule, w0, grad):
     w = {k: be.asarray(v.copy()) for k, v in w0.items()}
     state = rule.init(w)
-    leaves = _leaves(state)
+    leaves = tree_leaves(state)
     assert all(be.is_native(a) for a in leaves)  # the state lives beside the parameters
     point = {k: be.asarray(v.copy()) for k, v in w0.items()} if rule.lookahead else None
+    counts, bad = optim.make_counters(w)
+    assert be.is_native(counts) and counts.dtype == np.int64
     for t in range(STEPS):
         at = {k: be.to_numpy(v) for k, v in (point or w).items()}
         g = {k: be.asarray(v) for k, v in grad(at, t).items()}
-        state, bad = rule.fused(be, w, g, state, point)
-        assert bad == []
+        state = rule.fused(be, w, g, state, bad, point)
+    assert not be.to_numpy(counts).any()  # finite gradients: nothing counted
     host = {k: be.to_numpy(v) for k, v in w.items()}
     return host, state, None if point is None else {k: be.to_numpy(v) for k, v in point.items()}
-
-
-def _leaves(tree):
-    if isinstance(tree, dict):
-        return [a for v in tree.values() for a in _leaves(v)]
-    if isinstance(tree, (tuple, list)):
-        return [a for x in tree for a in _leaves(x)]
-    return [tree] if hasattr(tree, "shape") else []
 
 
 def _arrays(tree, numbers=False):
@@ -93,9 +89,8 @@ def _arrays(tree, numbers=False):
         return [a for k in sorted(tree) for a in _arrays(tree[k], numbers)]
     if isinstance(tree, (tuple, list)):
         return [a for x in tree for a in _arrays(x, numbers)]
-    if hasattr(tree, "copy_to_host") or isinstance(tree, np.ndarray):
-        return [get_backend("cuda").to_numpy(tree) if hasattr(tree, "copy_to_host")
-                and not isinstance(tree, np.ndarray) else tree]
+    if is_array(tree):
+        return [to_host(tree)]
     if numbers and isinstance(tree, (int, float, np.number)) and not isinstance(tree, bool):
         return [np.atleast_1d(np.asarray(tree, dtype=np.float64))]
     return []
@@ -208,3 +203,66 @@ def test_clip_and_reduction_kernels(backend, dtype):
     bad_g[1, 1] = np.nan
     assert backend.clip_value(backend.asarray(bad_g), -1.0, 2.0)[1] is True
     assert not np.isfinite(backend.sum_squares(backend.asarray(bad_g)))
+
+
+@pytest.mark.parametrize("kname", list(KERNEL_CASES))
+def test_step_kernels_add_to_the_counter_they_are_given(backend, kname):
+    """With ``bad`` every step kernel adds its non-finite count there and returns None, on
+    every backend; the arithmetic is the same as without it."""
+    n_arrays, hyper = KERNEL_CASES[kname]
+    rng = np.random.default_rng(4)
+    shape = (3, 4)
+    arrays = [np.abs(rng.normal(size=shape)) + 0.5 for _ in range(n_arrays)]
+    g = rng.normal(size=shape)
+    g[1, 1] = np.nan
+    g[0, 3] = -np.inf
+    g[2, 0] = np.nan
+    want = [a.copy() for a in arrays]
+    getattr(ref, kname)(*want, g, *hyper)
+    got = [backend.asarray(a.copy()) for a in arrays]
+    counts = backend.zeros(2, np.int64)
+    kernel = getattr(backend, kname)
+    assert kernel(*got, backend.asarray(g), *hyper, bad=counts[1:2]) is None
+    for x, y in zip(got, want, strict=True):
+        np.testing.assert_allclose(backend.to_numpy(x), y, rtol=1e-12, atol=1e-14)
+    assert backend.to_numpy(counts).tolist() == [0, 3]
+    kernel(*got, backend.asarray(g), *hyper, bad=counts[1:2])
+    assert backend.to_numpy(counts).tolist() == [0, 6]  # added to, never reset
+
+
+def _nan_problem(be, dtype=np.float64):
+    rng = np.random.default_rng(8)
+    w = {k: be.asarray(rng.normal(size=s).astype(dtype)) for k, s in SHAPES.items()}
+    g = {k: rng.normal(size=s).astype(dtype) for k, s in SHAPES.items()}
+    g["b"][1] = np.nan
+    g["b"][-1] = np.inf
+    return w, g
+
+
+@pytest.mark.parametrize("name", RULE_NAMES)
+def test_every_fused_rule_counts_non_finite_entries_per_parameter(backend, name):
+    """Rules and chains alike: the counters name the parameter, the NaN/inf entries keep
+    their weights, and the other parameter takes its step (one code path everywhere)."""
+    rule = _rules()[name]
+    w, g = _nan_problem(backend)
+    before = {k: backend.to_numpy(v).copy() for k, v in w.items()}
+    state = rule.init(w)
+    point = {k: backend.asarray(v.copy()) for k, v in before.items()} if rule.lookahead else None
+    counts, bad = optim.make_counters(w)
+    rule.fused(backend, w, {k: backend.asarray(v) for k, v in g.items()}, state, bad, point)
+    c = dict(zip(w, backend.to_numpy(counts).tolist()))
+    assert c["W"] == 0 and c["b"] >= 2  # each member that met them counted them
+    after = {k: backend.to_numpy(v) for k, v in w.items()}
+    bad_entries = ~np.isfinite(g["b"])
+    np.testing.assert_array_equal(after["b"][bad_entries], before["b"][bad_entries])
+    assert np.isfinite(after["b"]).all() and np.isfinite(after["W"]).all()
+    assert not np.array_equal(after["W"], before["W"])
+
+
+def test_every_registered_rule_is_run_fused_here():
+    """A rule added to optim.RULES must be added to _rules() above, so its fused kernel is
+    held to its explicit equations on every backend (CONTRIBUTING.md's table)."""
+    missing = set(optim.RULES) - set(RULE_NAMES)
+    assert not missing, f"add these rules to tests/optim/test_fused.py::_rules: {missing}"
+    for name in optim.RULES:
+        assert optim.RULES[name]().fused is not None, name

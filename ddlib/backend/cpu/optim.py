@@ -2,8 +2,10 @@
 
 Each kernel reads every array once and writes it once, in the arrays' own dtype (float32
 stays float32: the scalars are cast before the call).  An entry whose gradient is NaN or
-inf is left untouched and counted; the wrapper returns True when the count is positive.
-Arrays must be C-contiguous (parameters and their state always are).
+inf is left untouched and counted; the compiled loop returns the count, and the wrapper
+adds it to the caller's counter ``bad`` (or, without one, returns whether it is
+positive), exactly as ``numpy_ref.optim`` describes.  Arrays must be C-contiguous
+(parameters and their state always are).
 """
 
 import math
@@ -23,6 +25,9 @@ __all__ = [
     "adadelta_step",
     "adam_step",
     "clip_value",
+    "clip_values",
+    "clip_norms",
+    "axpy",
     "sum_squares",
     "scale_inplace",
     "ema_update",
@@ -233,6 +238,35 @@ def _clip_value(g, lo, hi):
 
 
 @pjit
+def _sum_squares_finite(g):
+    """(sum of g^2 over the finite entries, in float64; how many were not finite)."""
+    gf = g.reshape(-1)
+    s = 0.0
+    bad = 0
+    for i in nb.prange(gf.size):
+        x = np.float64(gf[i])
+        if math.isfinite(x):
+            s += x * x
+        else:
+            bad += 1
+    return s, bad
+
+
+@pjit
+def _axpy(y, a, x):
+    yf = y.reshape(-1)
+    xf = x.reshape(-1)
+    bad = 0
+    for i in nb.prange(yf.size):
+        yi = yf[i]
+        if math.isfinite(yi):
+            yf[i] = yi + a * xf[i]
+        else:
+            bad += 1
+    return bad
+
+
+@pjit
 def _sum_squares(g):
     gf = g.reshape(-1)
     s = 0.0
@@ -257,58 +291,103 @@ def _ema(avg, w, keep, c):
         af[i] = keep * af[i] + c * wf[i]
 
 
-def sgd_step(w, g, lr):
-    return _sgd(w, g, w.dtype.type(lr)) > 0
+def _report(n_bad, bad):
+    # the family's one way of reporting (see numpy_ref.optim): add to the counter, or
+    # without one say whether there was anything to count
+    if bad is None:
+        return n_bad > 0
+    if n_bad:
+        bad[0] += n_bad
+    return None
 
 
-def momentum_step(w, v, g, lr, beta):
+def sgd_step(w, g, lr, bad=None):
+    return _report(_sgd(w, g, w.dtype.type(lr)), bad)
+
+
+def momentum_step(w, v, g, lr, beta, bad=None):
     t = w.dtype.type
-    return _momentum(w, v, g, t(lr), t(beta), w, False) > 0
+    return _report(_momentum(w, v, g, t(lr), t(beta), w, False), bad)
 
 
-def nesterov_step(w, v, g, lr, beta, point=None):
-    t = w.dtype.type
-    p = w if point is None else point
-    return _momentum(w, v, g, t(lr), t(beta), p, point is not None) > 0
-
-
-def delta_bar_delta_step(w, bar, gain, g, lr, kappa, phi, theta):
-    t = w.dtype.type
-    return _delta_bar_delta(w, bar, gain, g, t(lr), t(kappa), t(1 - phi), t(theta),
-                            t(1 - theta)) > 0
-
-
-def adagrad_step(w, a, g, lr, eps):
-    t = w.dtype.type
-    return _adagrad(w, a, g, t(lr), t(eps)) > 0
-
-
-def rmsprop_step(w, a, g, lr, rho, eps):
-    t = w.dtype.type
-    return _rmsprop(w, a, g, t(lr), t(rho), t(1 - rho), t(eps)) > 0
-
-
-def rmsprop_nesterov_step(w, v, a, g, lr, beta, rho, eps, point=None):
+def nesterov_step(w, v, g, lr, beta, point=None, bad=None):
     t = w.dtype.type
     p = w if point is None else point
-    return _rmsprop_nesterov(w, v, a, g, t(lr), t(beta), t(rho), t(1 - rho), t(eps), p,
-                             point is not None) > 0
+    return _report(_momentum(w, v, g, t(lr), t(beta), p, point is not None), bad)
 
 
-def adadelta_step(w, a, d, g, lr, rho, eps):
+def delta_bar_delta_step(w, bar, gain, g, lr, kappa, phi, theta, bad=None):
     t = w.dtype.type
-    return _adadelta(w, a, d, g, t(lr), t(rho), t(1 - rho), t(eps)) > 0
+    return _report(_delta_bar_delta(w, bar, gain, g, t(lr), t(kappa), t(1 - phi), t(theta),
+                                    t(1 - theta)), bad)
 
 
-def adam_step(w, f, a, g, lr_t, rho_f, rho, eps):
+def adagrad_step(w, a, g, lr, eps, bad=None):
     t = w.dtype.type
-    return _adam(w, f, a, g, t(lr_t), t(rho_f), t(1 - rho_f), t(rho), t(1 - rho), t(eps)) > 0
+    return _report(_adagrad(w, a, g, t(lr), t(eps)), bad)
+
+
+def rmsprop_step(w, a, g, lr, rho, eps, bad=None):
+    t = w.dtype.type
+    return _report(_rmsprop(w, a, g, t(lr), t(rho), t(1 - rho), t(eps)), bad)
+
+
+def rmsprop_nesterov_step(w, v, a, g, lr, beta, rho, eps, point=None, bad=None):
+    t = w.dtype.type
+    p = w if point is None else point
+    return _report(_rmsprop_nesterov(w, v, a, g, t(lr), t(beta), t(rho), t(1 - rho), t(eps),
+                                     p, point is not None), bad)
+
+
+def adadelta_step(w, a, d, g, lr, rho, eps, bad=None):
+    t = w.dtype.type
+    return _report(_adadelta(w, a, d, g, t(lr), t(rho), t(1 - rho), t(eps)), bad)
+
+
+def adam_step(w, f, a, g, lr_t, rho_f, rho, eps, bad=None):
+    t = w.dtype.type
+    return _report(_adam(w, f, a, g, t(lr_t), t(rho_f), t(1 - rho_f), t(rho), t(1 - rho),
+                         t(eps)), bad)
 
 
 def clip_value(g, lo, hi):
     t = g.dtype.type
     n, bad = _clip_value(g, t(lo), t(hi))
     return int(n), bad > 0
+
+
+def clip_values(grads, lo, hi, clipped, bad):
+    n = 0
+    for g, b in zip(grads, bad, strict=True):
+        t = g.dtype.type
+        c, nb_bad = _clip_value(g, t(lo), t(hi))
+        n += c
+        _report(nb_bad, b)
+    clipped[0] = n
+
+
+def clip_norms(grads, max_norm, norms, bad, per_parameter=False):
+    grads, bad, norms = list(grads), list(bad), list(norms)
+    if len(bad) != len(grads) or len(norms) != (len(grads) if per_parameter else 1):
+        raise ValueError(f"clip_norms: {len(grads)} gradients need {len(grads)} counters and "
+                         f"{len(grads) if per_parameter else 1} norm array(s), got "
+                         f"{len(bad)} and {len(norms)}")
+    sq = []
+    for g, b in zip(grads, bad):
+        s, n_bad = _sum_squares_finite(g)
+        sq.append(s)
+        _report(n_bad, b)
+    totals = sq if per_parameter else [sum(sq)]
+    for out, s in zip(norms, totals):
+        out[0] = math.sqrt(s)
+    for k, g in enumerate(grads):
+        norm = math.sqrt(totals[k if per_parameter else 0])
+        if norm > max_norm:
+            _scale(g, g.dtype.type(max_norm / norm))
+
+
+def axpy(y, a, x, bad=None):
+    return _report(_axpy(y, y.dtype.type(a), x), bad)
 
 
 def sum_squares(g):

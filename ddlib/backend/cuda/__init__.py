@@ -9,6 +9,7 @@ per CUDA thread, which is how CI tests them without a GPU.
 import numpy as np
 from numba import cuda
 
+from ..arrays import is_device
 from . import pool as _pool
 
 name = "cuda"
@@ -17,9 +18,9 @@ name = "cuda"
 POOL_STATUS = _pool.install()
 
 
-def is_native(x) -> bool:
-    # device arrays (and the simulator's stand-ins) copy back to the host; ndarrays do not
-    return hasattr(x, "copy_to_host") and not isinstance(x, np.ndarray)
+#: device arrays (and the simulator's stand-ins) are this backend's arrays: the one test
+#: of where an array lives, ``ddlib.backend.arrays.is_device``
+is_native = is_device
 
 
 def asarray(x, dtype=None):

@@ -35,6 +35,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import cuda, float32, float64
 
+from ..arrays import is_device
 from .launch import SIMULATOR, TILE, LaunchPlan, plan_2d
 
 __all__ = [
@@ -331,8 +332,7 @@ def _trans(who, ta, tb):
 
 
 # ------------------------------------------------------------------------ checks
-def _is_device(x) -> bool:
-    return hasattr(x, "copy_to_host") and not isinstance(x, np.ndarray)
+_is_device = is_device  # the one definition, in backend.arrays
 
 
 def _operands(who, a, b, out, ta=False, tb=False):

@@ -1,7 +1,10 @@
 """numba.cuda kernels for the optimizer family: one thread per parameter, one pass.
 
-Equations in ``numpy_ref.optim``.  An entry whose gradient is NaN/inf is left untouched;
-a device counter records how many there were, and reading it back is the only transfer.
+Equations in ``numpy_ref.optim``.  An entry whose gradient is NaN/inf is left untouched
+and counted with an atomic add into the caller's counter ``bad`` (a (1,) int64 device
+array, usually a slice of ``Optimizer``'s counters): nothing comes back to the host, so a
+training step never waits.  Without ``bad`` a fresh counter is made and read back (one
+small copy per call; for tests and scripts).
 """
 
 import math
@@ -9,6 +12,7 @@ import math
 import numpy as np
 from numba import cuda, float64
 
+from ..arrays import is_device
 from .core import block_sum, fill
 from .launch import TPB_1D, grid_1d
 
@@ -23,12 +27,15 @@ __all__ = [
     "adadelta_step",
     "adam_step",
     "clip_value",
+    "clip_values",
+    "clip_norms",
+    "axpy",
     "sum_squares",
     "scale_inplace",
-    "clip_value_device",
-    "clip_norm_device",
     "ema_update",
 ]
+
+COUNTER = np.int64  # dtype of the non-finite counters (an epoch's worth cannot overflow)
 
 
 @cuda.jit
@@ -154,18 +161,29 @@ def _adam(w, f, a, g, lr_t, rho_f, one_m_rho_f, rho, one_m_rho, eps, bad):
 
 
 @cuda.jit
-def _clip_value(g, lo, hi, counts):
+def _clip_value(g, lo, hi, clipped, bad):
     i = cuda.grid(1)
     if i < g.size:
         gi = g[i]
         if not math.isfinite(gi):
-            cuda.atomic.add(counts, 1, 1)
+            cuda.atomic.add(bad, 0, 1)
         elif gi > hi:
             g[i] = hi
-            cuda.atomic.add(counts, 0, 1)
+            cuda.atomic.add(clipped, 0, 1)
         elif gi < lo:
             g[i] = lo
-            cuda.atomic.add(counts, 0, 1)
+            cuda.atomic.add(clipped, 0, 1)
+
+
+@cuda.jit
+def _axpy(y, a, x, bad):
+    i = cuda.grid(1)
+    if i < y.size:
+        yi = y[i]
+        if math.isfinite(yi):
+            y[i] = yi + a * x[i]
+        else:
+            cuda.atomic.add(bad, 0, 1)
 
 
 @cuda.jit
@@ -182,6 +200,24 @@ def _sum_squares(g, out):
 
 
 @cuda.jit
+def _sum_squares_finite(g, sq, k, bad):
+    """sq[k] += sum of g^2 over g's finite entries (float64); the others are counted."""
+    buf = cuda.shared.array(TPB_1D, float64)
+    i = cuda.grid(1)
+    t = cuda.threadIdx.x
+    x = 0.0
+    if i < g.size:
+        x = float64(g[i])
+        if not math.isfinite(x):
+            cuda.atomic.add(bad, 0, 1)
+            x = 0.0
+    buf[t] = x * x
+    block_sum(buf)
+    if t == 0:
+        cuda.atomic.add(sq, k, buf[0])
+
+
+@cuda.jit
 def _scale(g, s):
     i = cuda.grid(1)
     if i < g.size:
@@ -189,23 +225,16 @@ def _scale(g, s):
 
 
 @cuda.jit
-def _scale_by_norm(g, sq, k, max_norm):
-    """g *= max_norm / ||g|| when the norm sqrt(sq[k]) exceeds max_norm; a non-finite
-    norm leaves g as it is (the rule's step then finds and counts the bad entries)."""
+def _scale_by_norm(g, sq, k, max_norm, norm_out, write_norm):
+    """g *= max_norm / ||g|| when the norm sqrt(sq[k]) exceeds max_norm; thread 0 also
+    writes the norm into norm_out[0] when asked (norm_out is not sq, so no thread can
+    read a value another one is overwriting)."""
     i = cuda.grid(1)
-    if i < g.size:
-        s = sq[k]
-        if math.isfinite(s):
-            norm = math.sqrt(s)
-            if norm > max_norm:
-                g[i] *= max_norm / norm
-
-
-@cuda.jit
-def _sqrt_inplace(x):
-    i = cuda.grid(1)
-    if i < x.size:
-        x[i] = math.sqrt(x[i])
+    norm = math.sqrt(sq[k])
+    if write_norm and i == 0:
+        norm_out[0] = norm
+    if i < g.size and norm > max_norm:
+        g[i] *= max_norm / norm
 
 
 @cuda.jit
@@ -215,27 +244,34 @@ def _ema(avg, w, keep, c):
         avg[i] = keep * avg[i] + c * w[i]
 
 
-def _flag(n=1):
-    return cuda.to_device(np.zeros(n, dtype=np.int32))
+def _counter(n=1):
+    return fill(cuda.device_array(n, dtype=COUNTER), 0)
 
 
 def _f(x):
     return x.reshape(x.size)
 
 
+def _need_counter(who, bad):
+    if not is_device(bad):
+        raise TypeError(f"{who}: the counter bad must be a device array (e.g. a slice of "
+                        f"get_backend('cuda').zeros(n, np.int64)), got {type(bad).__name__}")
+
+
 def _launch(kernel, w, *args, bad=None):
     """Run ``kernel`` over w.size threads, counting non-finite gradient entries.
 
-    Without ``bad`` a fresh counter is made and read back: True if it counted anything.
-    With ``bad`` (a (1,) int32 device array) the kernel adds to it and nothing is read
-    back, so a whole training step can stay on the device (``ddlib.device.DeviceTrainer``
-    reads all counters once, when it is asked).
+    With ``bad`` (a (1,) int64 device array) the kernel adds to it and nothing is read
+    back.  Without it a fresh counter is made and read back: True if it counted anything.
     """
     own = bad is None
-    flag = _flag() if own else bad
+    if own:
+        bad = _counter()
+    else:
+        _need_counter("cuda optimizer kernel", bad)
     blocks, threads = grid_1d(w.size)
-    kernel[blocks, threads](*args, flag)
-    return bool(flag.copy_to_host()[0]) if own else False
+    kernel[blocks, threads](*args, bad)
+    return bool(bad.copy_to_host()[0]) if own else None
 
 
 def sgd_step(w, g, lr, bad=None):
@@ -289,12 +325,61 @@ def adam_step(w, f, a, g, lr_t, rho_f, rho, eps, bad=None):
 
 
 def clip_value(g, lo, hi):
-    t = g.dtype.type
-    counts = _flag(2)
-    blocks, threads = grid_1d(g.size)
-    _clip_value[blocks, threads](_f(g), t(lo), t(hi), counts)
+    """One array's ``clip_values``, reading (entries clipped, non-finite?) back."""
+    counts = _counter(2)
+    clip_values([g], lo, hi, counts[0:1], [counts[1:2]])
     n, bad = counts.copy_to_host()
     return int(n), bool(bad)
+
+
+def clip_values(grads, lo, hi, clipped, bad):
+    """Clip every array of ``grads`` to [lo, hi] in place; ``clipped`` (a (1,) device
+    counter) is set to the entries clipped, each array's NaN/inf entries are added to its
+    counter in ``bad``.  Nothing is read back."""
+    grads, bad = list(grads), list(bad)
+    if len(bad) != len(grads):
+        raise ValueError(f"clip_values: {len(grads)} gradients need as many counters, "
+                         f"got {len(bad)}")
+    _need_counter("clip_values", clipped)
+    fill(clipped, 0)
+    for g, b in zip(grads, bad):
+        _need_counter("clip_values", b)
+        t = g.dtype.type
+        blocks, threads = grid_1d(g.size)
+        _clip_value[blocks, threads](_f(g), t(lo), t(hi), clipped, b)
+
+
+def clip_norms(grads, max_norm, norms, bad, per_parameter=False):
+    """Rescale ``grads`` in place to L2 norm ``max_norm`` when longer, on the device.
+
+    The norms (of the finite entries; the others are counted in ``bad``) are summed in a
+    float64 scratch array, compared and applied on the GPU and written into ``norms``
+    ((1,) float64 device arrays, one per gradient when per_parameter, else one).  Launches:
+    one per gradient to sum, one per gradient to scale, and nothing is read back.
+    """
+    grads, bad, norms = list(grads), list(bad), list(norms)
+    if len(bad) != len(grads) or len(norms) != (len(grads) if per_parameter else 1):
+        raise ValueError(f"clip_norms: {len(grads)} gradients need {len(grads)} counters and "
+                         f"{len(grads) if per_parameter else 1} norm array(s), got "
+                         f"{len(bad)} and {len(norms)}")
+    for b in bad:
+        _need_counter("clip_norms", b)
+    sq = fill(cuda.device_array(len(norms), dtype=np.float64), 0.0)
+    for k, g in enumerate(grads):
+        blocks, threads = grid_1d(g.size)
+        _sum_squares_finite[blocks, threads](_f(g), sq, k if per_parameter else 0, bad[k])
+    for k, g in enumerate(grads):
+        j = k if per_parameter else 0
+        blocks, threads = grid_1d(g.size)
+        _scale_by_norm[blocks, threads](_f(g), sq, j, np.float64(max_norm), norms[j],
+                                        per_parameter or k == 0)
+    if not grads and not per_parameter:
+        fill(norms[0], 0.0)
+
+
+def axpy(y, a, x, bad=None):
+    """y <- y + a x in place where y is finite; the other entries are counted."""
+    return _launch(_axpy, y, _f(y), y.dtype.type(a), _f(x), bad=bad)
 
 
 def sum_squares(g):
@@ -307,45 +392,6 @@ def sum_squares(g):
 def scale_inplace(g, s):
     blocks, threads = grid_1d(g.size)
     _scale[blocks, threads](_f(g), g.dtype.type(s))
-
-
-def _zeros_on_device(n, dtype):
-    return fill(cuda.device_array(n, dtype=dtype), 0)
-
-
-def clip_value_device(grads, lo, hi):
-    """Clip every array of ``grads`` to [lo, hi] in place without reading anything back.
-
-    Returns a (2,) int32 device array: entries clipped, and entries that were NaN/inf (left
-    as they are, for the rule's step to count against their parameter).
-    """
-    counts = _zeros_on_device(2, np.int32)
-    for g in grads:
-        t = g.dtype.type
-        blocks, threads = grid_1d(g.size)
-        _clip_value[blocks, threads](_f(g), t(lo), t(hi), counts)
-    return counts
-
-
-def clip_norm_device(grads, max_norm, per_parameter=False):
-    """Rescale ``grads`` in place to L2 norm ``max_norm`` when longer, on the device.
-
-    Global: one norm over all arrays, one scale for all; ``per_parameter``: each array by its
-    own norm.  Returns the norm(s) before clipping as a float64 device array (one entry, or
-    one per array) and reads nothing back, so a training step stays on the GPU.
-    """
-    grads = list(grads)
-    sq = _zeros_on_device(len(grads) if per_parameter else 1, np.float64)
-    for k, g in enumerate(grads):
-        blocks, threads = grid_1d(g.size)
-        _sum_squares[blocks, threads](_f(g), sq[k:k + 1] if per_parameter else sq)
-    for k, g in enumerate(grads):
-        blocks, threads = grid_1d(g.size)
-        _scale_by_norm[blocks, threads](_f(g), sq, k if per_parameter else 0,
-                                        g.dtype.type(max_norm))
-    blocks, threads = grid_1d(sq.size)
-    _sqrt_inplace[blocks, threads](sq)
-    return sq
 
 
 def ema_update(avg, w, c):
