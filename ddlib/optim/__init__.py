@@ -8,7 +8,8 @@ Rules (each one equation, explicit state, a fused kernel behind it):
 
 Schedules (3.5.1): ``exponential_decay``, ``inverse_decay``, ``step_decay``,
 ``ReduceOnPlateau``.  Clipping (3.5.5): ``clip_by_value``, ``clip_by_norm``.  Weight decay
-(L2): ``add_decayed_weights``, or ``weight_decay=`` on a rule.
+(L2): ``add_decayed_weights``, or ``weight_decay=`` on a rule.  Second order (3.5.6):
+``second_order`` and its ``minimize`` (Newton, nonlinear CG, BFGS, L-BFGS), scipy-style.
 Averaging (3.5.7): ``PolyakAverage``, ``average_path``.  Running: ``Optimizer`` over a
 model, ``trajectory`` over a function given by its gradient, ``chain`` to combine.
 
@@ -18,6 +19,7 @@ Example::
     opt = optim.Optimizer(net, optim.chain(optim.clip_by_norm(5.0), optim.adam(1e-3)))
 """
 
+from . import second_order  # (Sec. 3.5.6: second-order methods on functions)
 from .averaging import PolyakAverage, average_path
 from .base import NonFiniteGradient, Optimizer, Transform, chain, lr_at, make_counters
 from .clipping import ClipState, clip_by_global_norm, clip_by_norm, clip_by_value
@@ -50,6 +52,7 @@ from .schedules import (
     inverse_decay,
     step_decay,
 )
+from .second_order import minimize
 from .transforms import AddDecayedWeightsState, add_decayed_weights
 
 __all__ = [
@@ -60,5 +63,5 @@ __all__ = [
     "adam_rate", "add_decayed_weights", "average_path", "chain", "clip_by_global_norm",
     "clip_by_norm", "clip_by_value", "delta_bar_delta", "exponential_decay", "inverse_decay",
     "lr_at", "make_counters", "momentum", "nesterov", "rmsprop", "rmsprop_nesterov", "sgd",
-    "step_decay", "trajectory",
+    "step_decay", "trajectory", "second_order", "minimize",
 ]
