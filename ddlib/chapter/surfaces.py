@@ -16,7 +16,7 @@ name               formula                                      chapter
 ``cliff``          gentle slope ending in a sigmoid step        Fig. 3.13
 ``local_minima``   weak bowl minus a shallow and a deep well    Fig. 3.12
 ``saddle``         x^2 - y^2                                    Fig. 3.17(b)
-``degenerate``     x^3 + y^3                                    Fig. 3.17 (h(x, y))
+``degenerate``     x^3 + y^3                                    Sec. 3.5.6.3
 ``x2_y10``         x^2 + y^10                                   Exercise 6
 =================  ===========================================  ==================
 
@@ -321,7 +321,7 @@ def degenerate():
         lambda x, y: x ** 3 + y ** 3,
         lambda x, y: (3 * x * x, 3 * y * y),
         lambda x, y: (6 * x, 0 * x, 6 * y),
-        (-1.5, 1.5), (-1.5, 1.5), (1.0, 0.8), minima=(), floor=None, figure="3.17(a)")
+        (-1.5, 1.5), (-1.5, 1.5), (1.0, 0.8), minima=(), floor=None, figure="Sec. 3.5.6.3")
 
 
 def x2_y10():
