@@ -47,6 +47,42 @@ class MinibatchSampler:
         return full + (0 if self.drop_last or rest == 0 else 1)
 
 
+def check_optimizer(model, optimizer, who="fit"):
+    """``optimizer`` must be an ``optim.Optimizer`` that updates ``model``'s parameters.
+
+    It is accepted when it was built for ``model`` (``optimizer.model is model``) or for
+    a part of it (every parameter it updates belongs to ``model``: fine-tuning some
+    layers).  A rule (a ``Transform``) or an Optimizer built for another model raises.
+    """
+    from .optim.base import Optimizer, Transform
+
+    if not isinstance(optimizer, Optimizer):
+        hint = (" (a rule: wrap it as optim.Optimizer(model, rule))"
+                if isinstance(optimizer, Transform) else "")
+        raise TypeError(f"{who}: optimizer must be a ddlib.optim.Optimizer, got "
+                        f"{type(optimizer).__name__}{hint}")
+    if optimizer.model is model:
+        return
+    named = getattr(model, "named_parameters", None)
+    mine = {(id(layer), k) for _, layer, k in named()} if callable(named) else set()
+    theirs = {(id(layer), k) for _, layer, k in optimizer._named}
+    if not theirs or not theirs <= mine:
+        raise ValueError(f"{who}: the optimizer was built for another model "
+                         f"({type(optimizer.model).__name__}); build it as "
+                         f"Optimizer(model, rule) for the model being trained")
+
+
+def check_max_loss(max_loss, who="fit"):
+    """A number > 0 (``inf`` switches the check off); NaN, bools and the rest raise."""
+    if isinstance(max_loss, bool) or not isinstance(max_loss, (int, float, np.integer,
+                                                               np.floating)):
+        raise TypeError(f"{who}: max_loss must be a number > 0, got {max_loss!r}")
+    if math.isnan(max_loss) or max_loss <= 0:
+        raise ValueError(f"{who}: max_loss must be a number > 0 (inf switches the check "
+                         f"off), got {max_loss!r}")
+    return float(max_loss)
+
+
 def train_step(model, loss, optimizer, xb, yb):
     """Forward, backward and one optimizer step on a batch; returns the batch loss."""
     out = model.forward(xb, train=True)
@@ -111,6 +147,9 @@ def fit(model, loss, optimizer, X, y, epochs=1, batch_size=32, seed=None, X_val=
 
     epochs:     passes over the data; ``None`` runs until ``max_steps``
     max_steps:  stop after this many steps (the last epoch may then be partial)
+    max_loss:   a number > 0 (``inf`` switches the divergence check on the loss off)
+    optimizer:  an ``optim.Optimizer`` built for ``model`` (or a part of it); ``None``
+                only with ``step_fn``
     drop_last:  skip the last batch of an epoch when it is smaller than ``batch_size``
     shuffle:    reshuffle the order every epoch (seeded by ``seed``, an int or a Generator)
     on_step:    ``on_step(step, loss, model)`` after every step; steps count from 0, as
@@ -134,6 +173,9 @@ def fit(model, loss, optimizer, X, y, epochs=1, batch_size=32, seed=None, X_val=
         max_steps = check_int("max_steps", max_steps)
     if on_step is not None and not callable(on_step):
         raise TypeError(f"on_step must be callable (step, loss, model), got {on_step!r}")
+    max_loss = check_max_loss(max_loss)
+    if step_fn is None or optimizer is not None:
+        check_optimizer(model, optimizer)
     if not is_device(X):
         X, y = np.asarray(X), np.asarray(y)
     n = X.shape[0]

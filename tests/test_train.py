@@ -253,3 +253,62 @@ def test_fit_accepts_a_custom_step_that_keeps_its_loss(digits):
     assert calls == [32, 32, 32, 32]
     assert hist.step_loss == [None] * 4 and hist.epoch_train_loss == []
     assert hist.examples_seen == [64, 128]
+
+
+# --- issue 13: fit checks its optimizer and max_loss; an empty chain is refused ----------
+
+
+def test_fit_refuses_an_optimizer_built_for_another_model(digits):
+    from ddlib.optim import Optimizer, sgd
+
+    model, other = mlp([64, 10], rng=0), mlp([64, 10], rng=1)
+    X, y = digits.X_train[:64], digits.y_train[:64]
+    with pytest.raises(ValueError, match=r"optimizer was built for another model"):
+        fit(model, SoftmaxCrossEntropy(), Optimizer(other, sgd(0.1)), X, y, epochs=1)
+    with pytest.raises(TypeError, match=r"optimizer must be a ddlib.optim.Optimizer.*wrap it"):
+        fit(model, SoftmaxCrossEntropy(), sgd(0.1), X, y, epochs=1)
+    with pytest.raises(TypeError, match=r"optimizer must be a ddlib.optim.Optimizer"):
+        fit(model, SoftmaxCrossEntropy(), None, X, y, epochs=1)
+
+
+def test_fit_accepts_an_optimizer_for_part_of_the_model(digits):
+    from ddlib.optim import Optimizer, sgd
+
+    model = mlp([64, 16, 10], rng=0)
+    last = model.layers[-1]
+    opt = Optimizer(last, sgd(0.1))
+    X, y = digits.X_train[:64], digits.y_train[:64]
+    W0 = np.array(model.layers[0].params["W"], copy=True)
+    fit(model, SoftmaxCrossEntropy(), opt, X, y, epochs=1, batch_size=32, seed=0)
+    np.testing.assert_array_equal(model.layers[0].params["W"], W0)  # only the last trains
+    assert opt.steps == 2
+
+
+@pytest.mark.parametrize("max_loss,err", [(float("nan"), ValueError), (-1, ValueError),
+                                          (0, ValueError), ("big", TypeError),
+                                          (None, TypeError), (True, TypeError)])
+def test_fit_validates_max_loss(digits, max_loss, err):
+    from ddlib.optim import Optimizer, sgd
+
+    model = mlp([64, 10], rng=0)
+    X, y = digits.X_train[:64], digits.y_train[:64]
+    with pytest.raises(err, match=r"max_loss must be a number > 0"):
+        fit(model, SoftmaxCrossEntropy(), Optimizer(model, sgd(0.1)), X, y, epochs=1,
+            max_loss=max_loss)
+
+
+def test_fit_with_infinite_max_loss_trains(digits):
+    from ddlib.optim import Optimizer, sgd
+
+    model = mlp([64, 10], rng=0)
+    X, y = digits.X_train[:64], digits.y_train[:64]
+    hist = fit(model, SoftmaxCrossEntropy(), Optimizer(model, sgd(0.1)), X, y, epochs=1,
+               batch_size=32, max_loss=float("inf"))
+    assert len(hist.step_loss) == 2
+
+
+def test_an_empty_chain_is_refused():
+    from ddlib.optim import chain
+
+    with pytest.raises(ValueError, match=r"chain needs at least one transform"):
+        chain()

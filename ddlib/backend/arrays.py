@@ -139,28 +139,37 @@ def tree_to_host(tree):
     return tree_map(lambda a: a.copy_to_host() if is_device(a) else a.copy(), tree)
 
 
-def tree_copy_into(like, src, path="state"):
+def tree_copy_into(like, src, path="state", strict_dtype=False):
     """A new tree shaped like ``like`` with ``src``'s values, each array on like's side.
 
     Arrays keep like's dtype; a leaf whose shape differs, or a tree whose structure
-    differs (keys, lengths), raises a ValueError that names the path to it.
+    differs (keys, lengths), raises a ValueError that names the path to it.  With
+    ``strict_dtype`` a leaf of another dtype than like's raises a TypeError (naming the
+    path) instead of being cast.  Nothing is written into ``like``: a tree that fails
+    leaves it as it was.
     """
     if isinstance(like, dict):
         if not isinstance(src, dict) or set(src) != set(like):
             got = sorted(src) if isinstance(src, dict) else type(src).__name__
             raise ValueError(f"{path}: expected keys {sorted(like)}, got {got}")
-        return {k: tree_copy_into(like[k], src[k], f"{path}[{k!r}]") for k in like}
+        return {k: tree_copy_into(like[k], src[k], f"{path}[{k!r}]", strict_dtype)
+                for k in like}
     if isinstance(like, (tuple, list)):
         if not isinstance(src, (tuple, list)) or len(src) != len(like):
             n = len(src) if isinstance(src, (tuple, list)) else type(src).__name__
             raise ValueError(f"{path}: expected {len(like)} entries, got {n}")
-        vals = [tree_copy_into(a, b, f"{path}[{i}]")
+        vals = [tree_copy_into(a, b, f"{path}[{i}]", strict_dtype)
                 for i, (a, b) in enumerate(zip(like, src))]
         return type(like)(*vals) if hasattr(like, "_fields") else type(like)(vals)
     if is_array(like):
+        if not (is_array(src) or np.isscalar(src) or isinstance(src, (list, tuple))):
+            raise ValueError(f"{path}: expected an array of shape {tuple(like.shape)}, "
+                             f"got {type(src).__name__}")
         host = to_host(src)
         if host.shape != like.shape:
             raise ValueError(f"{path}: expected shape {like.shape}, got {host.shape}")
+        if strict_dtype and host.dtype != like.dtype:
+            raise TypeError(f"{path}: expected dtype {like.dtype}, got {host.dtype}")
         if is_device(like):
             return _cuda().asarray(np.ascontiguousarray(host, dtype=like.dtype))
         return np.array(host, dtype=like.dtype, copy=True)

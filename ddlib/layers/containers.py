@@ -3,7 +3,7 @@
 import numpy as np
 
 from ..backend import get_backend
-from ..backend.arrays import assign, tree_to_host
+from ..backend.arrays import assign, is_array, to_host, tree_to_host
 from ..init import as_rng
 from .activations import ACTIVATION_LAYERS, Activation
 from .base import Layer, check_input
@@ -147,11 +147,20 @@ class Sequential(Layer):
         missing, extra = names - set(state), set(state) - names
         if missing or extra:
             raise KeyError(f"load_state_dict: missing {sorted(missing)}, unexpected {sorted(extra)}")
+        # check every entry before assigning any, so a bad state changes nothing
+        values = []
         for n, store, k in entries:
             cur = store[k]
-            v = np.asarray(state[n])
+            v = to_host(state[n]) if is_array(state[n]) else np.asarray(state[n])
             if v.shape != tuple(cur.shape):
                 raise ValueError(f"load_state_dict: {n} has shape {v.shape}, expected {tuple(cur.shape)}")
+            want = np.dtype(cur.dtype).kind
+            if np.dtype(v.dtype).kind != want and not (want == "f" and v.dtype.kind in "iu"):
+                raise TypeError(f"load_state_dict: {n} has dtype {v.dtype}, expected "
+                                f"{cur.dtype} (or another {'float' if want == 'f' else 'integer'}"
+                                f" dtype, cast on assignment)")
+            values.append((cur, v))
+        for cur, v in values:
             assign(cur, v)
         return self
 

@@ -17,7 +17,7 @@ import contextlib
 import numpy as np
 
 from ..backend import get_backend
-from ..backend.arrays import assign, copy, is_device, tree_to_host
+from ..backend.arrays import assign, copy, is_device, tree_copy_into, tree_to_host
 from ..errors import check_unit_interval
 
 
@@ -118,10 +118,24 @@ class PolyakAverage:
         return {"count": self.count, "denom": self._denom, "average": tree_to_host(self.average)}
 
     def load_state_dict(self, sd):
-        self.count = int(sd["count"])
-        self._denom = float(sd["denom"])
+        """Restore a ``state_dict``: keys, every average's name, shape and dtype are
+        checked first (a ValueError or TypeError naming the path), then assigned."""
+        if not isinstance(sd, dict):
+            raise TypeError(f"state_dict must be a dict, got {type(sd).__name__}")
+        need = {"count", "denom", "average"}
+        if set(sd) != need:
+            raise ValueError(f"PolyakAverage state_dict: expected keys {sorted(need)}, "
+                             f"got {sorted(sd)}")
+        count = sd["count"]
+        if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 0:
+            raise ValueError(f"state_dict['count'] must be a non-negative integer, got {count!r}")
+        denom = float(sd["denom"])
+        average = tree_copy_into(self.average, sd["average"], "state_dict['average']",
+                                 strict_dtype=True)
+        self.count = int(count)
+        self._denom = denom
         for n in self.average:
-            assign(self.average[n], np.asarray(sd["average"][n]))
+            assign(self.average[n], average[n])
 
     def __repr__(self):
         kind = "simple" if self.beta is None else f"exponential beta={self.beta:g} {self.form}"

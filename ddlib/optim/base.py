@@ -134,6 +134,9 @@ def chain(*transforms, name=None):
     (finding out would mean reading the counters back, a copy per step on the GPU); each
     kernel leaves those entries untouched, so they never reach the weights.
     """
+    if not transforms:
+        raise ValueError("chain needs at least one transform: an empty chain would add the "
+                         "raw gradient to the weights (gradient ascent)")
     for t in transforms:
         if not isinstance(t, Transform):
             raise TypeError(f"chain expects Transforms, got {type(t).__name__}")
@@ -331,22 +334,55 @@ class Optimizer:
         return cm()
 
     def state_dict(self):
-        """A deep host copy of the step count, the rule's state and (lookahead rules) W."""
-        sd = {"steps": self.steps, "state": tree_to_host(self.state)}
+        """A deep host copy of the step count, the rule's state and (lookahead rules) W.
+
+        ``rule`` records the rule's name, so that ``load_state_dict`` can refuse state
+        saved for another rule.
+        """
+        sd = {"rule": self.rule.name, "steps": self.steps, "state": tree_to_host(self.state)}
         if self.iterate is not None:
             sd["iterate"] = tree_to_host(self.iterate)
         return sd
 
     def load_state_dict(self, sd):
-        """Restore a ``state_dict``; training then continues exactly as it would have."""
-        self.steps = int(sd["steps"])
-        self._checked = self.steps
-        self.state = tree_copy_into(self.state, sd["state"])
+        """Restore a ``state_dict``; training then continues exactly as it would have.
+
+        Everything is checked before anything changes: the keys, the rule's name (when
+        ``sd`` records one), the state tree's structure and every array's shape and dtype
+        (the rule's kernels index the state by the parameters' shapes).  A mismatch
+        raises a ValueError (TypeError for a dtype) naming the path, and leaves the
+        optimizer as it was.
+        """
+        if not isinstance(sd, dict):
+            raise TypeError(f"state_dict must be a dict, got {type(sd).__name__}")
+        need = {"steps", "state"} | ({"iterate"} if self.iterate is not None else set())
+        allowed = need | {"rule"}
+        missing, extra = sorted(need - set(sd)), sorted(set(sd) - allowed)
+        if missing or extra:
+            hint = ""
+            if "iterate" in missing or "iterate" in extra:
+                hint = " (it was saved for another rule)"
+            raise ValueError(f"state_dict for rule {self.rule.name!r}: expected keys "
+                             f"{sorted(need)}, missing {missing}, unexpected {extra}{hint}")
+        if "rule" in sd and sd["rule"] != self.rule.name:
+            raise ValueError(f"state_dict was saved for rule {sd['rule']!r}, but this "
+                             f"optimizer runs {self.rule.name!r}")
+        steps = sd["steps"]
+        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
+            raise ValueError(f"state_dict['steps'] must be a non-negative integer, got {steps!r}")
+        state = tree_copy_into(self.state, sd["state"], "state_dict['state']",
+                               strict_dtype=True)
+        iterate = None
         if self.iterate is not None:
-            if "iterate" not in sd:
-                raise ValueError("state_dict has no 'iterate'; it was saved for another rule")
+            iterate = tree_copy_into(self.iterate, sd["iterate"], "state_dict['iterate']",
+                                     strict_dtype=True)
+        # every check passed: now change things
+        self.steps = int(steps)
+        self._checked = self.steps
+        self.state = state
+        if iterate is not None:
             for n in self.iterate:
-                assign(self.iterate[n], np.asarray(sd["iterate"][n]))
+                assign(self.iterate[n], iterate[n])
 
 
 def zeros_like_tree(params, fill=0.0):

@@ -5,6 +5,7 @@ import math
 import numba as nb
 import numpy as np
 
+from .. import checks as ck
 from ..numpy_ref.core import (
     ACTIVATIONS,
     IDENTITY,
@@ -49,16 +50,19 @@ def _chunks(n):
 
 
 def matmul(a, b, out=None):
+    ck.need_matmul("matmul", a, b, out)
     # BLAS is already tuned and threaded; writing into ``out`` avoids a fresh allocation.
     return np.matmul(a, b, out=out)
 
 
 def matmul_tn(a, b, out=None):
+    ck.need_matmul("matmul_tn", a, b, out, trans_a=True)
     # a transposed view costs nothing: BLAS reads it through its transpose flag
     return np.matmul(a.T, b, out=out)
 
 
 def matmul_nt(a, b, out=None):
+    ck.need_matmul("matmul_nt", a, b, out, trans_b=True)
     return np.matmul(a, b.T, out=out)
 
 
@@ -71,6 +75,9 @@ def _bias_add(x, b, out):
 
 
 def bias_add(x, b, out=None):
+    ck.need_2d("bias_add", "x", x)
+    ck.need_shape("bias_add", "b", b, (x.shape[1],), " (one entry per column of x)")
+    ck.need_same_shape("bias_add", "x", x, out=out)
     if out is None:
         out = np.empty_like(x)
     _bias_add(x, b, out)
@@ -78,6 +85,8 @@ def bias_add(x, b, out=None):
 
 
 def linear(x, W, b, out=None):
+    ck.need_matmul("linear", x, W, out, names=("x", "W"))
+    ck.need_shape("linear", "b", b, (W.shape[1],), " (one entry per column of W)")
     if out is None:
         out = np.empty((x.shape[0], W.shape[1]), dtype=np.result_type(x, W))
     np.matmul(x, W, out=out)
@@ -177,6 +186,9 @@ def act_forward(kind, x, alpha=0.01, out=None):
     x = _c(x)
     if out is None:
         out = np.empty_like(x)
+    else:
+        ck.need_same_shape("act_forward", "x", x, out=out)
+        ck.need_contiguous("act_forward", out=out)
     code, a, xf, of = _code(kind), x.dtype.type(alpha), x.reshape(-1), out.reshape(-1)
     if x.size >= PARALLEL_MIN:
         _fwd_par(code, xf, a, of, _chunks(x.size))
@@ -192,6 +204,8 @@ def act_deriv(kind, x, alpha=0.01):
 
 
 def act_backward(kind, x, y, g, alpha=0.01, out=None):
+    ck.need_same_shape("act_backward", "the forward input x", x, y=y, g=g, out=out)
+    ck.need_contiguous("act_backward", out=out)
     x, y, g = _c(x), _c(y), _c(g)
     if out is None:
         out = np.empty_like(g)
@@ -232,6 +246,8 @@ def _bias_act_par(code, z, b, alpha, y):
 
 def linear_act(kind, x, W, b, alpha=0.01):
     code = _code(kind)
+    ck.need_matmul("linear_act", x, W, names=("x", "W"))
+    ck.need_shape("linear_act", "b", b, (W.shape[1],), " (one entry per column of W)")
     z = np.empty((x.shape[0], W.shape[1]), dtype=np.result_type(x, W))
     np.matmul(x, W, out=z)
     y = np.empty_like(z)
@@ -257,6 +273,9 @@ def _bwd_colsum(code, x, y, g, alpha, out, db):
 
 
 def act_backward_colsum(kind, x, y, g, alpha=0.01, db=None):
+    ck.need_2d("act_backward_colsum", "x", x)
+    ck.need_same_shape("act_backward_colsum", "the forward input x", x, y=y, g=g)
+    ck.need_shape("act_backward_colsum", "db", db, (x.shape[1],), " (one entry per column)")
     x, y, g = _c(x), _c(y), _c(g)
     if db is None:
         db = np.empty(g.shape[1], dtype=g.dtype)
@@ -298,6 +317,7 @@ _NO_LABELS = np.zeros(1, dtype=np.int64)
 
 
 def softmax(x):
+    ck.need_2d("softmax", "x", x)
     x = _c(x)
     p = np.empty_like(x)
     _softmax_rows(x, p, _NO_LABELS, False)
@@ -305,9 +325,12 @@ def softmax(x):
 
 
 def softmax_xent(logits, labels):
+    ck.need_2d("softmax_xent", "logits", logits)
+    labels = np.asarray(labels)
+    ck.need_labels("softmax_xent", labels, logits.shape[0], logits.shape[1])
     logits = _c(logits)
     p = np.empty_like(logits)
-    loss = _softmax_rows(logits, p, np.asarray(labels, dtype=np.int64), True)
+    loss = _softmax_rows(logits, p, np.ascontiguousarray(labels, dtype=np.int64), True)
     return float(loss), p
 
 
@@ -322,8 +345,11 @@ def _xent_grad(p, labels, out):
 
 
 def softmax_xent_backward(probs, labels):
+    ck.need_2d("softmax_xent_backward", "probs", probs)
+    labels = np.asarray(labels)
+    ck.need_labels("softmax_xent_backward", labels, probs.shape[0], probs.shape[1])
     out = np.empty_like(probs)
-    _xent_grad(_c(probs), np.asarray(labels, dtype=np.int64), out)
+    _xent_grad(_c(probs), np.ascontiguousarray(labels, dtype=np.int64), out)
     return out
 
 
@@ -340,6 +366,8 @@ def _col_sum(x, out):
 
 
 def col_sum(x, out=None):
+    ck.need_2d("col_sum", "x", x)
+    ck.need_shape("col_sum", "out", out, (x.shape[1],), " (one entry per column of x)")
     x = _c(x)
     if out is None:
         out = np.empty(x.shape[1], dtype=x.dtype)
@@ -366,6 +394,8 @@ def _mse(s, t, g):
 
 
 def mse(scores, targets):
+    ck.need_2d("mse", "scores", scores)
+    ck.need_same_shape("mse", "scores", scores, targets=targets)
     scores, targets = _c(scores), _c(targets)
     g = np.empty_like(scores)
     return float(_mse(scores, targets, g)), g

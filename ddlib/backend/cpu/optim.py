@@ -14,6 +14,8 @@ import types
 import numba as nb
 import numpy as np
 
+from .. import checks as ck
+
 __all__ = [
     "sgd_step",
     "momentum_step",
@@ -302,37 +304,44 @@ def _report(n_bad, bad):
 
 
 def sgd_step(w, g, lr, bad=None):
+    ck.need_step("sgd_step", w, g, bad)
     return _report(_sgd(w, g, w.dtype.type(lr)), bad)
 
 
 def momentum_step(w, v, g, lr, beta, bad=None):
+    ck.need_step("momentum_step", w, g, bad, v=v)
     t = w.dtype.type
     return _report(_momentum(w, v, g, t(lr), t(beta), w, False), bad)
 
 
 def nesterov_step(w, v, g, lr, beta, point=None, bad=None):
+    ck.need_step("nesterov_step", w, g, bad, v=v, point=point)
     t = w.dtype.type
     p = w if point is None else point
     return _report(_momentum(w, v, g, t(lr), t(beta), p, point is not None), bad)
 
 
 def delta_bar_delta_step(w, bar, gain, g, lr, kappa, phi, theta, bad=None):
+    ck.need_step("delta_bar_delta_step", w, g, bad, bar=bar, gain=gain)
     t = w.dtype.type
     return _report(_delta_bar_delta(w, bar, gain, g, t(lr), t(kappa), t(1 - phi), t(theta),
                                     t(1 - theta)), bad)
 
 
 def adagrad_step(w, a, g, lr, eps, bad=None):
+    ck.need_step("adagrad_step", w, g, bad, a=a)
     t = w.dtype.type
     return _report(_adagrad(w, a, g, t(lr), t(eps)), bad)
 
 
 def rmsprop_step(w, a, g, lr, rho, eps, bad=None):
+    ck.need_step("rmsprop_step", w, g, bad, a=a)
     t = w.dtype.type
     return _report(_rmsprop(w, a, g, t(lr), t(rho), t(1 - rho), t(eps)), bad)
 
 
 def rmsprop_nesterov_step(w, v, a, g, lr, beta, rho, eps, point=None, bad=None):
+    ck.need_step("rmsprop_nesterov_step", w, g, bad, v=v, a=a, point=point)
     t = w.dtype.type
     p = w if point is None else point
     return _report(_rmsprop_nesterov(w, v, a, g, t(lr), t(beta), t(rho), t(1 - rho), t(eps),
@@ -340,23 +349,29 @@ def rmsprop_nesterov_step(w, v, a, g, lr, beta, rho, eps, point=None, bad=None):
 
 
 def adadelta_step(w, a, d, g, lr, rho, eps, bad=None):
+    ck.need_step("adadelta_step", w, g, bad, a=a, d=d)
     t = w.dtype.type
     return _report(_adadelta(w, a, d, g, t(lr), t(rho), t(1 - rho), t(eps)), bad)
 
 
 def adam_step(w, f, a, g, lr_t, rho_f, rho, eps, bad=None):
+    ck.need_step("adam_step", w, g, bad, f=f, a=a)
     t = w.dtype.type
     return _report(_adam(w, f, a, g, t(lr_t), t(rho_f), t(1 - rho_f), t(rho), t(1 - rho),
                          t(eps)), bad)
 
 
 def clip_value(g, lo, hi):
+    ck.need_float("clip_value", g=g)
+    ck.need_contiguous("clip_value", g=g)
     t = g.dtype.type
     n, bad = _clip_value(g, t(lo), t(hi))
     return int(n), bad > 0
 
 
 def clip_values(grads, lo, hi, clipped, bad):
+    grads, bad = list(grads), list(bad)
+    ck.need_clip("clip_values", grads, bad, [clipped], 1, "clipped")
     n = 0
     for g, b in zip(grads, bad, strict=True):
         t = g.dtype.type
@@ -368,10 +383,7 @@ def clip_values(grads, lo, hi, clipped, bad):
 
 def clip_norms(grads, max_norm, norms, bad, per_parameter=False):
     grads, bad, norms = list(grads), list(bad), list(norms)
-    if len(bad) != len(grads) or len(norms) != (len(grads) if per_parameter else 1):
-        raise ValueError(f"clip_norms: {len(grads)} gradients need {len(grads)} counters and "
-                         f"{len(grads) if per_parameter else 1} norm array(s), got "
-                         f"{len(bad)} and {len(norms)}")
+    ck.need_clip("clip_norms", grads, bad, norms, len(grads) if per_parameter else 1, "norms")
     sq = []
     for g, b in zip(grads, bad):
         s, n_bad = _sum_squares_finite(g)
@@ -387,6 +399,7 @@ def clip_norms(grads, max_norm, norms, bad, per_parameter=False):
 
 
 def axpy(y, a, x, bad=None):
+    ck.need_step("axpy", y, x, bad, names=("y", "x"))
     return _report(_axpy(y, y.dtype.type(a), x), bad)
 
 
@@ -395,9 +408,11 @@ def sum_squares(g):
 
 
 def scale_inplace(g, s):
+    ck.need_contiguous("scale_inplace", g=g)
     _scale(g, g.dtype.type(s))
 
 
 def ema_update(avg, w, c):
+    ck.need_step("ema_update", avg, w, names=("avg", "w"))
     t = avg.dtype.type
     _ema(avg, w, t(1 - c), t(c))

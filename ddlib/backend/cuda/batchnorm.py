@@ -12,6 +12,7 @@ import math
 import numpy as np
 from numba import cuda, float64
 
+from .. import checks as ck
 from .launch import TPB_1D, grid_1d
 
 __all__ = [
@@ -193,8 +194,12 @@ def _vec(name, v, d):
     return v
 
 
-def _out(buf, shape, dtype):
-    return cuda.device_array(shape, dtype=dtype) if buf is None else buf
+def _out(buf, shape, dtype, name="out"):
+    if buf is None:
+        return cuda.device_array(shape, dtype=dtype)
+    ck.need_shape("batchnorm", name, buf, shape)
+    ck.need_dtype("batchnorm", name, buf, dtype)
+    return buf
 
 
 def batchnorm_stats(x):
@@ -237,9 +242,9 @@ def _bwd(g, x, gamma, mean, var, eps, recursive, dx, dgamma, dbeta):
     n, d = x.shape
     for name, v in (("gamma", gamma), ("mean", mean), ("var", var)):
         _vec(name, v, d)
-    dx = _out(dx, (n, d), x.dtype)
-    dgamma = _out(dgamma, (d,), x.dtype)
-    dbeta = _out(dbeta, (d,), x.dtype)
+    dx = _out(dx, (n, d), x.dtype, "dx")
+    dgamma = _out(dgamma, (d,), x.dtype, "dgamma")
+    dbeta = _out(dbeta, (d,), x.dtype, "dbeta")
     grid, block = _blocks(n, d)
     _backward[grid, block](g, x, gamma, mean, var, float(eps), recursive, dx, dgamma, dbeta)
     return dx, dgamma, dbeta
@@ -255,6 +260,8 @@ def batchnorm_backward_recursive(g, x, gamma, mean, var, eps, dx=None, dgamma=No
 
 
 def batchnorm_running_update(run_mean, run_var, mean, var, momentum, m):
+    ck.need_same_shape("batchnorm_running_update", "run_mean", run_mean, run_var=run_var,
+                       mean=mean, var=var)
     # no wider than the vector: idle threads cost real time on the simulator
     blocks, threads = grid_1d(run_mean.size, min(TPB_1D, max(1, run_mean.size)))
     _running[blocks, threads](run_mean, run_var, mean, var, float(momentum),

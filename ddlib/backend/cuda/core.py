@@ -12,6 +12,7 @@ import math
 import numpy as np
 from numba import cuda, float64
 
+from .. import checks as ck
 from ..arrays import is_device
 from ..numpy_ref.core import (
     ACTIVATIONS,
@@ -78,17 +79,23 @@ def _need_float(who, x, *others):
 def matmul(a, b, out=None):
     """C = A B (device arrays (n, k) x (k, m) -> (n, m)); the kernel is chosen by
     ``matmul.choose_method`` (register-blocked for large outputs, tiled otherwise)."""
+    _need_device("matmul", a=a, b=b, out=out)
+    ck.need_matmul("matmul", a, b, out)
     return _mm.matmul(a, b, out=out)
 
 
 def matmul_tn(a, b, out=None):
     """C = A^T B with a stored as (k, n): the tiled/blocked kernels read it in place
     (numba's ``DeviceNDArray.T`` would copy it through a transpose kernel first)."""
+    _need_device("matmul_tn", a=a, b=b, out=out)
+    ck.need_matmul("matmul_tn", a, b, out, trans_a=True)
     return _mm.matmul(a, b, out=out, trans_a=True)
 
 
 def matmul_nt(a, b, out=None):
     """C = A B^T with b stored as (m, k), read in place."""
+    _need_device("matmul_nt", a=a, b=b, out=out)
+    ck.need_matmul("matmul_nt", a, b, out, trans_b=True)
     return _mm.matmul(a, b, out=out, trans_b=True)
 
 
@@ -107,6 +114,9 @@ def bias_add(x, b, out=None):
     """x + b with b (m,) added to every row of x (n, m)."""
     _need_device("bias_add", x=x, b=b, out=out)
     _need_float("bias_add", x, b, out)
+    ck.need_2d("bias_add", "x", x)
+    ck.need_shape("bias_add", "b", b, (x.shape[1],), " (one entry per column of x)")
+    ck.need_same_shape("bias_add", "x", x, out=out)
     if out is None:
         out = cuda.device_array_like(x)
     blocks, threads = _grid_rows_cols(x)
@@ -117,6 +127,8 @@ def bias_add(x, b, out=None):
 def linear(x, W, b, out=None):
     """x W + b: (n, d_in) x (d_in, d_out) + (d_out,)."""
     _need_device("linear", x=x, W=W, b=b, out=out)
+    ck.need_matmul("linear", x, W, out, names=("x", "W"))
+    ck.need_shape("linear", "b", b, (W.shape[1],), " (one entry per column of W)")
     out = matmul(x, W, out=out)
     return bias_add(out, b, out=out)
 
@@ -177,6 +189,8 @@ def act_forward(kind, x, alpha=0.01, out=None):
     code = _code(kind)
     _need_device("act_forward", x=x, out=out)
     _need_float("act_forward", x, out)
+    ck.need_same_shape("act_forward", "x", x, out=out)
+    ck.need_contiguous("act_forward", x=x, out=out)
     if out is None:
         out = cuda.device_array_like(x)
     blocks, threads = grid_1d(x.size)
@@ -189,6 +203,8 @@ def act_backward(kind, x, y, g, alpha=0.01, out=None):
     code = _code(kind)
     _need_device("act_backward", x=x, y=y, g=g, out=out)
     _need_float("act_backward", g, x, y, out)
+    ck.need_same_shape("act_backward", "the forward input x", x, y=y, g=g, out=out)
+    ck.need_contiguous("act_backward", x=x, y=y, g=g, out=out)
     if out is None:
         out = cuda.device_array_like(g)
     blocks, threads = grid_1d(x.size)
@@ -243,6 +259,8 @@ def linear_act(kind, x, W, b, alpha=0.01):
     code = _code(kind)
     _need_device("linear_act", x=x, W=W, b=b)
     _need_float("linear_act", x, W, b)
+    ck.need_matmul("linear_act", x, W, names=("x", "W"))
+    ck.need_shape("linear_act", "b", b, (W.shape[1],), " (one entry per column of W)")
     z = matmul(x, W)
     y = cuda.device_array_like(z)
     blocks, threads = _grid_rows_cols(z)
@@ -267,6 +285,9 @@ def act_backward_colsum(kind, x, y, g, alpha=0.01, db=None):
     code = _code(kind)
     _need_device("act_backward_colsum", x=x, y=y, g=g, db=db)
     _need_float("act_backward_colsum", g, x, y, db)
+    ck.need_2d("act_backward_colsum", "x", x)
+    ck.need_same_shape("act_backward_colsum", "the forward input x", x, y=y, g=g)
+    ck.need_shape("act_backward_colsum", "db", db, (x.shape[1],), " (one entry per column)")
     out = cuda.device_array_like(g)
     if db is None:
         db = cuda.device_array(g.shape[1], dtype=g.dtype)
@@ -291,13 +312,20 @@ def _softmax_rows(x, p, labels, want_loss, losses):
         for j in range(k):
             p[i, j] = p[i, j] / s
         if want_loss:
-            losses[i] = -(x[i, labels[i]] - m - math.log(s))
+            c = labels[i]
+            # a label outside [0, k) would read past the row: it makes the loss NaN
+            # instead (checking the labels on the host would mean copying them back)
+            if c >= 0 and c < k:
+                losses[i] = -(x[i, c] - m - math.log(s))
+            else:
+                losses[i] = math.nan
 
 
 def softmax(x):
     """Row-wise softmax (Eq. 3.20)."""
     _need_device("softmax", x=x)
     _need_float("softmax", x)
+    ck.need_2d("softmax", "x", x)
     p = cuda.device_array_like(x)
     dummy = cuda.device_array(1, dtype=np.int64)
     losses = cuda.device_array(1, dtype=np.float64)
@@ -315,10 +343,11 @@ def softmax_xent_device(logits, labels, last=None, running=None):
     """
     _need_device("softmax_xent", logits=logits, labels=labels, last=last, running=running)
     _need_float("softmax_xent", logits)
+    ck.need_2d("softmax_xent", "logits", logits)
     n = logits.shape[0]
-    if labels.shape != (n,):
-        raise ValueError(f"softmax_xent: labels have shape {tuple(labels.shape)}, "
-                         f"expected ({n},) for logits of shape {tuple(logits.shape)}")
+    ck.need_labels("softmax_xent", labels, n)
+    ck.need_shape("softmax_xent", "last", last, (1,))
+    ck.need_shape("softmax_xent", "running", running, (1,))
     p = cuda.device_array_like(logits)
     losses = cuda.device_array(n, dtype=np.float64)
     blocks, threads = grid_1d(n)
@@ -380,6 +409,8 @@ def softmax_xent_backward(probs, labels):
     """(p - y) / n (Eq. 3.22)."""
     _need_device("softmax_xent_backward", probs=probs, labels=labels)
     _need_float("softmax_xent_backward", probs)
+    ck.need_2d("softmax_xent_backward", "probs", probs)
+    ck.need_labels("softmax_xent_backward", labels, probs.shape[0])
     out = cuda.device_array_like(probs)
     blocks, threads = _grid_rows_cols(probs)
     _xent_grad[blocks, threads](probs, labels, probs.dtype.type(1.0 / probs.shape[0]), out)
@@ -404,6 +435,8 @@ def col_sum(x, out=None):
     """Sum over rows of x (n, m) -> (m,): the bias gradient."""
     _need_device("col_sum", x=x, out=out)
     _need_float("col_sum", x, out)
+    ck.need_2d("col_sum", "x", x)
+    ck.need_shape("col_sum", "out", out, (x.shape[1],), " (one entry per column of x)")
     if out is None:
         out = cuda.device_array(x.shape[1], dtype=x.dtype)
     blocks = max(1, (x.shape[1] + _CS_X - 1) // _CS_X)
@@ -430,24 +463,32 @@ def fill(x, value):
 def _take_rows(x, idx, out):
     j, i = cuda.grid(2)  # x along columns: a warp reads one row (coalesced)
     if i < out.shape[0] and j < out.shape[1]:
-        out[i, j] = x[idx[i], j]
+        r = idx[i]
+        if r >= 0 and r < x.shape[0]:  # never read past x (out's row is then left as is)
+            out[i, j] = x[r, j]
 
 
 @cuda.jit
 def _take(v, idx, out):
     i = cuda.grid(1)
     if i < out.size:
-        out[i] = v[idx[i]]
+        r = idx[i]
+        if r >= 0 and r < v.size:
+            out[i] = v[r]
 
 
 def take_rows(x, idx, out=None):
     """Rows ``x[idx]`` gathered on the device (x (N, d) or (N,), idx (n,) integers).
 
     Used to cut a mini-batch out of a data set that already lives on the GPU; the
-    caller guarantees 0 <= idx < N (the kernel does not check, to stay transfer-free).
+    caller guarantees 0 <= idx < N: reading idx back would cost a transfer, so the
+    kernel only refuses to read past x (an out-of-range row of ``out`` is left unwritten).
     """
     _need_device("take_rows", x=x, idx=idx, out=out)
+    if len(idx.shape) != 1:
+        raise ValueError(f"take_rows: idx must be 1-D, got shape {tuple(idx.shape)}")
     n = idx.shape[0]
+    ck.need_shape("take_rows", "out", out, (n,) + tuple(x.shape[1:]), " (one row per index)")
     if len(x.shape) == 1:
         if out is None:
             out = cuda.device_array(n, dtype=x.dtype)
@@ -495,9 +536,8 @@ def mse(scores, targets):
     """(0.5 ||s - t||^2 averaged over rows, (s - t) / n); one scalar comes back."""
     _need_device("mse", scores=scores, targets=targets)
     _need_float("mse", scores, targets)
-    if tuple(targets.shape) != tuple(scores.shape):
-        raise ValueError(f"mse: targets have shape {tuple(targets.shape)}, "
-                         f"scores {tuple(scores.shape)}")
+    ck.need_2d("mse", "scores", scores)
+    ck.need_same_shape("mse", "scores", scores, targets=targets)
     n = scores.shape[0]
     g = cuda.device_array_like(scores)
     rows = cuda.device_array(n, dtype=np.float64)

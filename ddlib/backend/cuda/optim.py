@@ -12,6 +12,7 @@ import math
 import numpy as np
 from numba import cuda, float64
 
+from .. import checks as ck
 from ..arrays import is_device
 from .core import block_sum, fill
 from .launch import TPB_1D, grid_1d
@@ -275,15 +276,18 @@ def _launch(kernel, w, *args, bad=None):
 
 
 def sgd_step(w, g, lr, bad=None):
+    ck.need_step("sgd_step", w, g, bad)
     return _launch(_sgd, w, _f(w), _f(g), w.dtype.type(lr), bad=bad)
 
 
 def momentum_step(w, v, g, lr, beta, bad=None):
+    ck.need_step("momentum_step", w, g, bad, v=v)
     t = w.dtype.type
     return _launch(_momentum, w, _f(w), _f(v), _f(g), t(lr), t(beta), _f(w), False, bad=bad)
 
 
 def nesterov_step(w, v, g, lr, beta, point=None, bad=None):
+    ck.need_step("nesterov_step", w, g, bad, v=v, point=point)
     t = w.dtype.type
     p = w if point is None else point
     return _launch(_momentum, w, _f(w), _f(v), _f(g), t(lr), t(beta), _f(p), point is not None,
@@ -291,22 +295,26 @@ def nesterov_step(w, v, g, lr, beta, point=None, bad=None):
 
 
 def delta_bar_delta_step(w, bar, gain, g, lr, kappa, phi, theta, bad=None):
+    ck.need_step("delta_bar_delta_step", w, g, bad, bar=bar, gain=gain)
     t = w.dtype.type
     return _launch(_delta_bar_delta, w, _f(w), _f(bar), _f(gain), _f(g), t(lr), t(kappa),
                    t(1 - phi), t(theta), t(1 - theta), bad=bad)
 
 
 def adagrad_step(w, a, g, lr, eps, bad=None):
+    ck.need_step("adagrad_step", w, g, bad, a=a)
     t = w.dtype.type
     return _launch(_adagrad, w, _f(w), _f(a), _f(g), t(lr), t(eps), bad=bad)
 
 
 def rmsprop_step(w, a, g, lr, rho, eps, bad=None):
+    ck.need_step("rmsprop_step", w, g, bad, a=a)
     t = w.dtype.type
     return _launch(_rmsprop, w, _f(w), _f(a), _f(g), t(lr), t(rho), t(1 - rho), t(eps), bad=bad)
 
 
 def rmsprop_nesterov_step(w, v, a, g, lr, beta, rho, eps, point=None, bad=None):
+    ck.need_step("rmsprop_nesterov_step", w, g, bad, v=v, a=a, point=point)
     t = w.dtype.type
     p = w if point is None else point
     return _launch(_rmsprop_nesterov, w, _f(w), _f(v), _f(a), _f(g), t(lr), t(beta), t(rho),
@@ -314,11 +322,13 @@ def rmsprop_nesterov_step(w, v, a, g, lr, beta, rho, eps, point=None, bad=None):
 
 
 def adadelta_step(w, a, d, g, lr, rho, eps, bad=None):
+    ck.need_step("adadelta_step", w, g, bad, a=a, d=d)
     t = w.dtype.type
     return _launch(_adadelta, w, _f(w), _f(a), _f(d), _f(g), t(lr), t(rho), t(1 - rho), t(eps), bad=bad)
 
 
 def adam_step(w, f, a, g, lr_t, rho_f, rho, eps, bad=None):
+    ck.need_step("adam_step", w, g, bad, f=f, a=a)
     t = w.dtype.type
     return _launch(_adam, w, _f(w), _f(f), _f(a), _f(g), t(lr_t), t(rho_f), t(1 - rho_f),
                    t(rho), t(1 - rho), t(eps), bad=bad)
@@ -337,9 +347,7 @@ def clip_values(grads, lo, hi, clipped, bad):
     counter) is set to the entries clipped, each array's NaN/inf entries are added to its
     counter in ``bad``.  Nothing is read back."""
     grads, bad = list(grads), list(bad)
-    if len(bad) != len(grads):
-        raise ValueError(f"clip_values: {len(grads)} gradients need as many counters, "
-                         f"got {len(bad)}")
+    ck.need_clip("clip_values", grads, bad, [clipped], 1, "clipped")
     _need_counter("clip_values", clipped)
     fill(clipped, 0)
     for g, b in zip(grads, bad):
@@ -358,10 +366,7 @@ def clip_norms(grads, max_norm, norms, bad, per_parameter=False):
     one per gradient to sum, one per gradient to scale, and nothing is read back.
     """
     grads, bad, norms = list(grads), list(bad), list(norms)
-    if len(bad) != len(grads) or len(norms) != (len(grads) if per_parameter else 1):
-        raise ValueError(f"clip_norms: {len(grads)} gradients need {len(grads)} counters and "
-                         f"{len(grads) if per_parameter else 1} norm array(s), got "
-                         f"{len(bad)} and {len(norms)}")
+    ck.need_clip("clip_norms", grads, bad, norms, len(grads) if per_parameter else 1, "norms")
     for b in bad:
         _need_counter("clip_norms", b)
     sq = fill(cuda.device_array(len(norms), dtype=np.float64), 0.0)
@@ -379,6 +384,7 @@ def clip_norms(grads, max_norm, norms, bad, per_parameter=False):
 
 def axpy(y, a, x, bad=None):
     """y <- y + a x in place where y is finite; the other entries are counted."""
+    ck.need_step("axpy", y, x, bad, names=("y", "x"))
     return _launch(_axpy, y, _f(y), y.dtype.type(a), _f(x), bad=bad)
 
 
@@ -390,11 +396,13 @@ def sum_squares(g):
 
 
 def scale_inplace(g, s):
+    ck.need_contiguous("scale_inplace", g=g)
     blocks, threads = grid_1d(g.size)
     _scale[blocks, threads](_f(g), g.dtype.type(s))
 
 
 def ema_update(avg, w, c):
+    ck.need_step("ema_update", avg, w, names=("avg", "w"))
     t = avg.dtype.type
     blocks, threads = grid_1d(avg.size)
     _ema[blocks, threads](_f(avg), _f(w), t(1 - c), t(c))

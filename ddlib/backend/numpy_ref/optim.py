@@ -25,6 +25,8 @@ array to another (weight decay, ``ddlib.optim.add_decayed_weights``).
 
 import numpy as np
 
+from .. import checks as ck
+
 __all__ = [
     "sgd_step",
     "momentum_step",
@@ -79,6 +81,7 @@ def _report(n_bad, bad):
 @_quiet
 def sgd_step(w, g, lr, bad=None):
     """w <- w - lr g."""
+    ck.need_step("sgd_step", w, g, bad, contiguous=False)
     lr = w.dtype.type(lr)
     return _report(_commit(g, (w, w - lr * g)), bad)
 
@@ -86,6 +89,7 @@ def sgd_step(w, g, lr, bad=None):
 @_quiet
 def momentum_step(w, v, g, lr, beta, bad=None):
     """v <- beta v - lr g;  w <- w + v   (Sec. 3.5.2)."""
+    ck.need_step("momentum_step", w, g, bad, contiguous=False, v=v)
     t = w.dtype.type
     v_new = t(beta) * v - t(lr) * g
     return _report(_commit(g, (v, v_new), (w, w + v_new)), bad)
@@ -97,6 +101,7 @@ def nesterov_step(w, v, g, lr, beta, point=None, bad=None):
 
     v <- beta v - lr g;  w <- w + v;  point <- w + beta v  (skipped when point is None).
     """
+    ck.need_step("nesterov_step", w, g, bad, contiguous=False, v=v, point=point)
     t = w.dtype.type
     v_new = t(beta) * v - t(lr) * g
     w_new = w + v_new
@@ -110,6 +115,7 @@ def nesterov_step(w, v, g, lr, beta, point=None, bad=None):
 def delta_bar_delta_step(w, bar, gain, g, lr, kappa, phi, theta, bad=None):
     """gain <- gain + kappa if bar g > 0, (1 - phi) gain if < 0;  w <- w - lr gain g;
     bar <- (1 - theta) g + theta bar   (Sec. 3.5.3, Jacobs' delta-bar-delta)."""
+    ck.need_step("delta_bar_delta_step", w, g, bad, contiguous=False, bar=bar, gain=gain)
     t = w.dtype.type
     agree = bar * g
     gain_new = np.where(agree > 0, gain + t(kappa),
@@ -122,6 +128,7 @@ def delta_bar_delta_step(w, bar, gain, g, lr, kappa, phi, theta, bad=None):
 @_quiet
 def adagrad_step(w, a, g, lr, eps, bad=None):
     """A <- A + g^2;  w <- w - lr g / (sqrt(A) + eps)   (Eq. 3.40)."""
+    ck.need_step("adagrad_step", w, g, bad, contiguous=False, a=a)
     t = w.dtype.type
     a_new = a + g * g
     return _report(_commit(g, (a, a_new), (w, w - t(lr) * g / (np.sqrt(a_new) + t(eps)))), bad)
@@ -130,6 +137,7 @@ def adagrad_step(w, a, g, lr, eps, bad=None):
 @_quiet
 def rmsprop_step(w, a, g, lr, rho, eps, bad=None):
     """A <- rho A + (1 - rho) g^2;  w <- w - lr g / (sqrt(A) + eps)   (Eq. 3.41)."""
+    ck.need_step("rmsprop_step", w, g, bad, contiguous=False, a=a)
     t = w.dtype.type
     a_new = t(rho) * a + t(1 - rho) * g * g
     return _report(_commit(g, (a, a_new), (w, w - t(lr) * g / (np.sqrt(a_new) + t(eps)))), bad)
@@ -139,6 +147,7 @@ def rmsprop_step(w, a, g, lr, rho, eps, bad=None):
 def rmsprop_nesterov_step(w, v, a, g, lr, beta, rho, eps, point=None, bad=None):
     """g taken at W + beta V:  A <- rho A + (1 - rho) g^2;
     v <- beta v - lr g / (sqrt(A) + eps);  w <- w + v;  point <- w + beta v   (Eq. 3.42)."""
+    ck.need_step("rmsprop_nesterov_step", w, g, bad, contiguous=False, v=v, a=a, point=point)
     t = w.dtype.type
     a_new = t(rho) * a + t(1 - rho) * g * g
     v_new = t(beta) * v - t(lr) * g / (np.sqrt(a_new) + t(eps))
@@ -153,6 +162,7 @@ def rmsprop_nesterov_step(w, v, a, g, lr, beta, rho, eps, point=None, bad=None):
 def adadelta_step(w, a, d, g, lr, rho, eps, bad=None):
     """A <- rho A + (1 - rho) g^2;  dw = -sqrt(d + eps) / sqrt(A + eps) g;
     d <- rho d + (1 - rho) dw^2;  w <- w + lr dw   (Eq. 3.43, Zeiler's eps placement)."""
+    ck.need_step("adadelta_step", w, g, bad, contiguous=False, a=a, d=d)
     t = w.dtype.type
     a_new = t(rho) * a + t(1 - rho) * g * g
     dw = -np.sqrt(d + t(eps)) / np.sqrt(a_new + t(eps)) * g
@@ -164,6 +174,7 @@ def adadelta_step(w, a, d, g, lr, rho, eps, bad=None):
 def adam_step(w, f, a, g, lr_t, rho_f, rho, eps, bad=None):
     """A <- rho A + (1 - rho) g^2 (3.44);  F <- rho_f F + (1 - rho_f) g (3.45);
     w <- w - lr_t F / (sqrt(A) + eps), lr_t already bias-corrected (3.46)."""
+    ck.need_step("adam_step", w, g, bad, contiguous=False, f=f, a=a)
     t = w.dtype.type
     a_new = t(rho) * a + t(1 - rho) * g * g
     f_new = t(rho_f) * f + t(1 - rho_f) * g
@@ -188,6 +199,8 @@ def clip_values(grads, lo, hi, clipped, bad):
     bad:     one (1,) integer counter per array; its non-finite entries, left as they are,
              are added to it.
     """
+    grads, bad = list(grads), list(bad)
+    ck.need_clip("clip_values", grads, bad, [clipped], 1, "clipped", contiguous=False)
     n = 0
     for g, b in zip(grads, bad, strict=True):
         t = g.dtype.type
@@ -213,10 +226,8 @@ def clip_norms(grads, max_norm, norms, bad, per_parameter=False):
            ``grads`` when per_parameter, else one.  Sums are accumulated in float64.
     """
     grads, bad, norms = list(grads), list(bad), list(norms)
-    if len(bad) != len(grads) or len(norms) != (len(grads) if per_parameter else 1):
-        raise ValueError(f"clip_norms: {len(grads)} gradients need {len(grads)} counters and "
-                         f"{len(grads) if per_parameter else 1} norm array(s), got "
-                         f"{len(bad)} and {len(norms)}")
+    ck.need_clip("clip_norms", grads, bad, norms, len(grads) if per_parameter else 1, "norms",
+                 contiguous=False)
     sq = []
     for g, b in zip(grads, bad):
         ok = np.isfinite(g)
@@ -237,6 +248,7 @@ def axpy(y, a, x, bad=None):
 
     Entries where y is NaN/inf are left untouched and counted, as in the ``*_step``
     kernels (``y`` plays the gradient's part)."""
+    ck.need_step("axpy", y, x, bad, names=("y", "x"), contiguous=False)
     t = y.dtype.type
     return _report(_commit(y, (y, y + t(a) * x)), bad)
 
@@ -253,6 +265,7 @@ def scale_inplace(g, s):
 
 def ema_update(avg, w, c):
     """avg <- (1 - c) avg + c w: one Polyak-averaging step (Sec. 3.5.7)."""
+    ck.need_step("ema_update", avg, w, names=("avg", "w"), contiguous=False)
     t = avg.dtype.type
     avg *= t(1 - c)
     avg += t(c) * w
