@@ -28,7 +28,8 @@ __all__ = [
     "need_clip",
 ]
 
-_FLOAT_KINDS = ("f",)
+#: the dtypes every backend's kernels compute in (float16 is not one of them)
+FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _shape(x):
@@ -64,7 +65,7 @@ def need_rows(who, name, x, n, ref="the batch"):
 
 def need_float(who, **arrays):
     for name, x in arrays.items():
-        if x is not None and np.dtype(x.dtype).kind not in _FLOAT_KINDS:
+        if x is not None and np.dtype(x.dtype) not in FLOATS:
             raise TypeError(f"{who}: {name} must be a float32 or float64 array, "
                             f"got dtype {x.dtype}")
 
@@ -160,7 +161,7 @@ def need_step(who, w, g, bad=None, names=("w", "g"), contiguous=True, **state):
     mismatch goes through the detailed checks that word the error.
     """
     s, d = w.shape, w.dtype
-    ok = g.shape == s and d.kind == "f" and g.dtype.kind == "f"
+    ok = g.shape == s and d in FLOATS and g.dtype in FLOATS
     if ok:
         for x in state.values():
             if x is not None and (x.shape != s or x.dtype != d):

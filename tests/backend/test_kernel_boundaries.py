@@ -301,3 +301,12 @@ def test_cuda_take_rows_checks_out_and_never_reads_past_x():
     out = be.asarray(np.full((2, 3), -1.0))
     got = be.to_numpy(be.take_rows(x, be.asarray(np.array([1, 7])), out=out))
     np.testing.assert_array_equal(got, [[3, 4, 5], [-1, -1, -1]])
+
+
+@pytest.mark.parametrize("name", ["numpy", "cpu"])
+def test_float16_is_refused_as_the_message_says(name):
+    """need_float and the step fast path accept exactly float32 and float64."""
+    be = ddlib.get_backend(name)
+    w = np.zeros(4, np.float16)
+    with pytest.raises(TypeError, match="w must be a float32 or float64 array, got dtype float16"):
+        be.sgd_step(w, np.ones(4, np.float16), 0.1)

@@ -47,7 +47,7 @@ __all__ = [
 ]
 
 
-_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+_FLOATS = ck.FLOATS
 
 
 _is_device = is_device  # the one definition, in backend.arrays
