@@ -42,8 +42,33 @@ class Activation(Layer):
     def _backward(self, g, need_dx=True):
         return activation_backward(self.kind, g, self._cache, self.alpha)
 
+    # R-operator passes (see ``Linear.r_forward``); an activation has no parameters
+
+    def r_forward(self, cache, rx, v):
+        """R{y} = f'(z) R{z}; None when the input does not depend on the parameters."""
+        if rx is None:
+            return None, None
+        z, y = cache
+        return get_backend().act_backward(self.kind, z, y, rx, self.alpha), rx
+
+    def r_backward(self, cache, rcache, g, rg, v, hv, need_dx=True, gauss_newton=False):
+        """R{dz} = f'(z) R{g} + g f''(z) R{z} (the second term dropped for Gauss-Newton,
+        and zero for the piecewise-linear activations)."""
+        if not need_dx:
+            return None
+        be = get_backend()
+        z, y = cache
+        rdz = be.act_backward(self.kind, z, y, rg, self.alpha)
+        if not gauss_newton and rcache is not None and self.kind in _CURVED:
+            be.axpy(rdz, 1.0, be.act_second(self.kind, z, y, g, rcache, self.alpha))
+        return rdz
+
     def __repr__(self):
         return f"{self.name}()"
+
+
+#: activations with a nonzero second derivative (the others are piecewise linear)
+_CURVED = frozenset({"sigmoid", "tanh"})
 
 
 class Identity(Activation):

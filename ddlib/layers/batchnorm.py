@@ -178,6 +178,32 @@ class BatchNorm(Layer):
                           dbeta=self.grads["beta"])
         return dx if need_dx else None
 
+    # R-operator passes (see ``Linear.r_forward``), with the batch statistics of the
+    # forward pass in training mode
+
+    def r_forward(self, cache, rx, v):
+        """R{out} with the batch statistics moving with the input; see
+        ``numpy_ref.curvature.batchnorm_rforward``."""
+        x, gamma, mean, var, eps = cache
+        rout, rxhat, rsigma = get_backend().batchnorm_rforward(rx, x, gamma, mean, var, eps,
+                                                               v["gamma"], v["beta"])
+        return rout, (rxhat, rsigma)
+
+    def r_backward(self, cache, rcache, g, rg, v, hv, need_dx=True, gauss_newton=False):
+        """R{dx}, with R{dgamma}, R{dbeta} written into ``hv``; for Gauss-Newton, the
+        ordinary backward pass of R{g}."""
+        be = get_backend()
+        x, gamma, mean, var, eps = cache
+        if gauss_newton:
+            rdx, _, _ = be.batchnorm_backward(rg, x, gamma, mean, var, eps,
+                                              dgamma=hv["gamma"], dbeta=hv["beta"])
+        else:
+            rxhat, rsigma = rcache
+            rdx, _, _ = be.batchnorm_rbackward(g, rg, rxhat, rsigma, x, gamma, mean, var, eps,
+                                               v["gamma"], rdgamma=hv["gamma"],
+                                               rdbeta=hv["beta"])
+        return rdx if need_dx else None
+
     def to(self, backend):
         super().to(backend)
         be = get_backend(backend)

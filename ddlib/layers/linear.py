@@ -69,3 +69,41 @@ class Linear(Layer):
         dx, _, _ = linear_backward(g, self._cache, dW=self.grads["W"], db=self.grads.get("b"),
                                    need_dx=need_dx, with_bias=self.use_bias)
         return dx
+
+    # Pearlmutter's R-operator (Sec. 3.5.6.1): R{.} is d/dr (.)(w + r v) at r = 0, for a
+    # direction v over the parameters.  ``cache`` is what ``forward`` kept, ``v`` this
+    # layer's part of the direction ({"W": ..., "b": ...}); ``ddlib.optim.second_order``
+    # chains these over a network.
+
+    def r_forward(self, cache, rx, v):
+        """R{out} = R{x} W + x V_W + V_b; returns (R{out}, what ``r_backward`` needs).
+
+        ``rx`` is None when the input does not depend on the parameters (first layer)."""
+        be = get_backend()
+        x, W = cache
+        rz = be.linear(x, v["W"], v["b"]) if self.use_bias else be.matmul(x, v["W"])
+        if rx is not None:
+            be.axpy(rz, 1.0, be.matmul(rx, W))
+        return rz, rx
+
+    def r_backward(self, cache, rcache, g, rg, v, hv, need_dx=True, gauss_newton=False):
+        """R{dW} = R{x}^T g + x^T R{g}, R{db} = sum R{g}, R{dx} = R{g} W^T + g V_W^T.
+
+        Writes R{dW}, R{db} into ``hv``'s buffers and returns R{dx} (None unless
+        ``need_dx``).  ``gauss_newton`` drops the terms that involve g (the curvature of
+        the network itself), leaving the backward pass of R{g}: J^T (H_L J v)."""
+        be = get_backend()
+        x, W = cache
+        rx = rcache
+        be.matmul_tn(x, rg, out=hv["W"])
+        if not gauss_newton and rx is not None:
+            be.axpy(hv["W"], 1.0, be.matmul_tn(rx, g))
+        if self.use_bias:
+            be.col_sum(rg, out=hv["b"])
+        if not need_dx:
+            return None
+        rdx = be.matmul_nt(rg, W)
+        if not gauss_newton:
+            be.axpy(rdx, 1.0, be.matmul_nt(g, v["W"]))
+        return rdx
+

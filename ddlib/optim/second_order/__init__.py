@@ -7,7 +7,10 @@
   product v -> H v, with the truncation controls Hessian-free optimization needs.
 * ``line_search_armijo``, ``line_search_wolfe``: backtracking and strong-Wolfe searches.
 * ``hessian_vector_product`` (Eq. 3.51's finite difference) and
-  ``exact_hessian_vector_product``.
+  ``exact_hessian_vector_product``, for functions.
+* For networks: ``hvp`` (exact, Pearlmutter's R-operator), ``gvp`` (Gauss-Newton) and
+  ``fd_hvp`` (Eq. 3.51), or ``Curvature`` for many products at one point, on every
+  backend; ``Flattener`` converts parameter dicts to flat vectors and back.
 * Building blocks: ``bfgs_inverse_update`` (Eq. 3.56), ``two_loop_recursion``,
   ``lbfgs_inverse_hessian``, ``LBFGSHistory``.
 
@@ -21,6 +24,8 @@
 import numpy as np  # noqa: F401  (used by the example above)
 
 from .bfgs import bfgs_inverse_update
+from .curvature import Curvature, fd_hvp, gvp, hvp
+from .flat import Flattener
 from .hessian_products import exact_hessian_vector_product, hessian_vector_product
 from .lbfgs import LBFGSHistory, lbfgs_inverse_hessian, two_loop_recursion
 from .line_search import LineSearchResult, line_search_armijo, line_search_wolfe
@@ -29,6 +34,7 @@ from .minimize import METHODS, minimize
 from .result import OptimizeResult
 
 __all__ = [
+    "Curvature", "Flattener", "fd_hvp", "gvp", "hvp",
     "LBFGSHistory", "LineSearchResult", "LinearCGResult", "METHODS", "OptimizeResult",
     "bfgs_inverse_update", "exact_hessian_vector_product", "hessian_vector_product",
     "lbfgs_inverse_hessian", "line_search_armijo", "line_search_wolfe", "linear_cg",
