@@ -27,6 +27,17 @@ class Loss:
             raise RuntimeError(f"{self.name}: backward called before forward")
         return self._backward()
 
+    def hvp_scores(self, r):
+        """The Hessian of the last ``forward``'s mean loss with respect to the scores,
+        times ``r`` (an array shaped like the scores): the loss's part of an exact
+        Hessian-vector or Gauss-Newton product (``ddlib.optim.second_order.hvp``)."""
+        if self._cache is None:
+            raise RuntimeError(f"{self.name}: hvp_scores called before forward")
+        return self._hvp_scores(r)
+
+    def _hvp_scores(self, r):
+        raise NotImplementedError(f"{type(self).__name__} has no Hessian product")
+
 
 class SoftmaxCrossEntropy(Loss):
     """Mean of -log softmax(scores)[label] over the batch; gradient (p - y)/n (Eq. 3.22).
@@ -58,6 +69,10 @@ class SoftmaxCrossEntropy(Loss):
         probs, labels = self._cache
         return get_backend().softmax_xent_backward(probs, labels)
 
+    def _hvp_scores(self, r):
+        # (diag(p) - p p^T) r / n per row: positive semidefinite
+        return get_backend().softmax_xent_hvp(self._cache[0], r)
+
     @property
     def probs(self):
         """Softmax probabilities from the last forward call."""
@@ -84,3 +99,11 @@ class MSE(Loss):
 
     def _backward(self):
         return self._cache
+
+    def _hvp_scores(self, r):
+        # the mean of 0.5 ||s - t||^2 has Hessian I / n with respect to the scores
+        from .backend.arrays import copy
+
+        out = copy(r)
+        get_backend().scale_inplace(out, 1.0 / r.shape[0])
+        return out
