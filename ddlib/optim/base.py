@@ -19,6 +19,21 @@ Two optional pieces sit beside ``update``:
   evaluated.  Nesterov-type rules need the gradient at W + beta V rather than at W
   (Sec. 3.5.2.1); whoever computes gradients (``Optimizer``, ``trajectory``) asks the rule
   for that point first.  Rules without it evaluate at W itself.
+
+Rules that need more than the gradient (the second-order methods of Sec. 3.5.6 measure
+the loss, search along a line and ask for curvature products) declare it in
+``extra_args``, the keyword arguments their ``update`` takes beyond (grads, state,
+params), as optax's ``GradientTransformationExtraArgs`` does:
+
+* ``value``: the loss at ``params``;
+* ``value_and_grad``: a function ``point -> (loss, grads)`` that evaluates the model's
+  loss and gradient at another point (a dict like ``params``);
+* ``curvature``: a function ``(exact) -> Curvature`` giving curvature products at
+  ``params`` (``ddlib.optim.second_order.Curvature``).
+
+``Optimizer.step(closure)`` supplies them from a closure that re-evaluates the loss (as
+``torch.optim.LBFGS`` asks for); ``ddlib.optim.second_order.closure`` builds one that
+also knows the batch, which ``curvature`` needs.
 """
 
 from __future__ import annotations
@@ -56,6 +71,12 @@ class Transform(NamedTuple):
     name: str = "transform"
     lookahead: Callable | None = None  # (params, state) -> dict: where to take the gradient
     kind: str = "rule"  # 'rule' moves the parameters; 'grad' only reshapes the gradient
+    #: keyword arguments ``update`` takes beyond (grads, state, params): see the module
+    extra_args: tuple = ()
+
+
+#: the extra arguments an Optimizer can supply to a rule (``Transform.extra_args``)
+EXTRA_ARGS = ("value", "value_and_grad", "curvature")
 
 
 class NonFiniteGradient(FloatingPointError):
@@ -140,6 +161,10 @@ def chain(*transforms, name=None):
     for t in transforms:
         if not isinstance(t, Transform):
             raise TypeError(f"chain expects Transforms, got {type(t).__name__}")
+    if any(t.extra_args for t in transforms) and len(transforms) > 1:
+        named = [t.name for t in transforms if t.extra_args]
+        raise ValueError(f"chain: {', '.join(named)} evaluate the loss themselves (line "
+                         "searches, curvature) and cannot be chained with other transforms")
     looks = [i for i, t in enumerate(transforms) if t.lookahead is not None]
     if len(looks) > 1:
         raise ValueError("chain: at most one member may evaluate gradients at a lookahead point")
@@ -178,6 +203,8 @@ def chain(*transforms, name=None):
                          for t, s in zip(transforms, state, strict=True))
 
     kind = transforms[-1].kind if transforms else "grad"
+    if len(transforms) == 1 and transforms[0].extra_args:
+        return transforms[0]
     return Transform(
         init, update, fused, name or " -> ".join(t.name for t in transforms), lookahead, kind
     )
@@ -217,6 +244,10 @@ class Optimizer:
             raise ValueError(f"fused must be 'auto', True or False, got {fused!r}")
         if fused is True and rule.fused is None:
             raise ValueError(f"rule {rule.name!r} has no fused kernel; use fused='auto' or False")
+        unknown = [a for a in rule.extra_args if a not in EXTRA_ARGS]
+        if unknown:
+            raise ValueError(f"rule {rule.name!r} asks for extra argument(s) {unknown}; an "
+                             f"Optimizer can supply {list(EXTRA_ARGS)}")
         self.model = model
         self.rule = rule
         self.use_fused = rule.fused is not None and fused is not False
@@ -250,12 +281,76 @@ class Optimizer:
         for _, layer, k in self._named:
             be.fill(layer.grads[k], 0.0)
 
-    def step(self, check=True):
-        """One update from the gradients held in the model.
+    def step(self, closure=None, check=True):
+        """One update from the gradients held in the model; returns the closure's loss.
 
+        closure: optional, as in PyTorch: a function that zeroes the gradients, runs the
+               forward and backward pass and returns the loss.  Called once before the
+               update; rules with ``extra_args`` (line searches, second-order methods)
+               need it and call it again at the points they try.
         check: look at the non-finite counters afterwards and raise ``NonFiniteGradient``
                (the default); ``False`` leaves that to a later ``check_finite()``.
         """
+        loss = None
+        if closure is not None:
+            if not callable(closure):
+                raise TypeError(f"closure must be callable, got {type(closure).__name__}")
+            loss = float(closure())
+        if self.rule.extra_args:
+            if closure is None:
+                raise TypeError(
+                    f"rule {self.rule.name!r} re-evaluates the loss: call step(closure) with "
+                    "a function that zeroes the gradients, runs forward and backward and "
+                    "returns the loss (ddlib.optim.second_order.closure(model, loss, X, y) "
+                    "builds one)")
+            self._extra_step(closure, loss)
+            self.steps += 1
+            self._checked = self.steps
+            return loss
+        self._gradient_step(check)
+        return loss
+
+    def _extra_step(self, closure, loss):
+        """A step of a rule that evaluates the loss itself: it sees host copies of the
+        point and the gradient, and evaluates elsewhere through ``value_and_grad``."""
+        params = self.params()
+        for p in params.values():
+            if is_device(p):
+                raise TypeError(f"rule {self.rule.name!r} runs on host arrays; use the "
+                                "numpy or cpu backend")
+        x0 = {n: np.array(p, copy=True) for n, p in params.items()}
+        g0 = {n: np.array(g, copy=True) for n, g in self.grads().items()}
+
+        def value_and_grad(point):
+            for n, p in params.items():
+                assign(p, point[n])
+            value = float(closure())
+            return value, {n: np.array(g, copy=True) for n, g in self.grads().items()}
+
+        def curvature(exact=False):
+            for n, p in params.items():
+                assign(p, x0[n])
+            make = getattr(closure, "curvature", None)
+            if make is None:
+                raise TypeError(
+                    f"rule {self.rule.name!r} needs curvature products: pass a closure made "
+                    "by ddlib.optim.second_order.closure(model, loss, X, y), which knows "
+                    "the batch")
+            return make(exact=exact)
+
+        extras = {"value": loss, "value_and_grad": value_and_grad, "curvature": curvature}
+        try:
+            updates, state = self.rule.update(
+                g0, self.state, x0, **{k: extras[k] for k in self.rule.extra_args})
+        except BaseException:
+            for n, p in params.items():   # nothing is lost: back to the point of the step
+                assign(p, x0[n])
+            raise
+        for n, p in params.items():
+            assign(p, x0[n] + updates[n])
+        self.state = state
+
+    def _gradient_step(self, check):
         params, grads = self.params(), self.grads()
         w = params if self.iterate is None else self.iterate
         if params and is_device(self.nonfinite) != is_device(next(iter(params.values()))):

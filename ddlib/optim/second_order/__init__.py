@@ -11,6 +11,9 @@
 * For networks: ``hvp`` (exact, Pearlmutter's R-operator), ``gvp`` (Gauss-Newton) and
   ``fd_hvp`` (Eq. 3.51), or ``Curvature`` for many products at one point, on every
   backend; ``Flattener`` converts parameter dicts to flat vectors and back.
+* On models, with ``Optimizer.step(closure)`` as in PyTorch: ``LBFGS``, ``HessianFree``
+  (Martens 2010) and ``SecondOrder`` (any ``minimize`` method); ``closure(model, loss,
+  X, y)`` builds the closure they need.
 * Building blocks: ``bfgs_inverse_update`` (Eq. 3.56), ``two_loop_recursion``,
   ``lbfgs_inverse_hessian``, ``LBFGSHistory``.
 
@@ -31,10 +34,22 @@ from .lbfgs import LBFGSHistory, lbfgs_inverse_hessian, two_loop_recursion
 from .line_search import LineSearchResult, line_search_armijo, line_search_wolfe
 from .linear_cg import LinearCGResult, linear_cg
 from .minimize import METHODS, minimize
+from .model_rules import (
+    LBFGS,
+    HessianFree,
+    ModelClosure,
+    SecondOrder,
+    closure,
+    hessian_free_rule,
+    lbfgs_rule,
+    minimize_rule,
+)
 from .result import OptimizeResult
 
 __all__ = [
     "Curvature", "Flattener", "fd_hvp", "gvp", "hvp",
+    "HessianFree", "LBFGS", "ModelClosure", "SecondOrder", "closure", "hessian_free_rule",
+    "lbfgs_rule", "minimize_rule",
     "LBFGSHistory", "LineSearchResult", "LinearCGResult", "METHODS", "OptimizeResult",
     "bfgs_inverse_update", "exact_hessian_vector_product", "hessian_vector_product",
     "lbfgs_inverse_hessian", "line_search_armijo", "line_search_wolfe", "linear_cg",

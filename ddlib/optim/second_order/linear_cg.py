@@ -27,7 +27,10 @@ import numpy as np
 
 from ...errors import check_int, check_positive
 
-REASONS = ("converged", "maxiter", "negative_curvature")
+REASONS = ("converged", "maxiter", "negative_curvature", "progress")
+
+#: Martens (2010) keeps the CG iterates of iterations ceil(1.3^j) for backtracking
+GEOMETRIC_RATIO = 1.3
 
 
 @dataclass
@@ -54,6 +57,19 @@ class LinearCGResult:
     curvatures: np.ndarray = field(default_factory=lambda: np.zeros(0))
     iterates: np.ndarray | None = None
     directions: np.ndarray | None = None
+    iterate_steps: np.ndarray | None = None
+    quadratic: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+
+def _geometric_steps(maxiter, ratio=GEOMETRIC_RATIO):
+    """{ceil(ratio^j)} up to maxiter: the iterations whose iterates Martens keeps."""
+    steps, j = set(), 0
+    while True:
+        k = int(np.ceil(ratio ** j))
+        if k > maxiter:
+            return steps
+        steps.add(k)
+        j += 1
 
 
 def _as_operator(H, n, dtype):
@@ -100,7 +116,8 @@ def _as_preconditioner(M, n, dtype):
 
 
 def linear_cg(H, b, x0=None, *, tol=1e-5, atol=0.0, maxiter=None, M=None,
-              on_negative_curvature="stop", keep_iterates=True, callback=None):
+              on_negative_curvature="stop", keep_iterates=True, callback=None,
+              progress_tol=None):
     """Solve H x = b by (preconditioned) conjugate gradients (Eqs. 3.49-3.50).
 
     ``H``: a symmetric (d, d) matrix or a function v -> H v; ``b``: (d,); ``x0``: start
@@ -110,6 +127,14 @@ def linear_cg(H, b, x0=None, *, tol=1e-5, atol=0.0, maxiter=None, M=None,
     raises ValueError (H is not positive definite).  ``M`` approximates H^-1 as in scipy:
     a function r -> M r, a matrix, or the diagonal of M (so Jacobi preconditioning is
     ``M=1/np.diag(H)``).  ``callback(x_t)`` runs after every iteration.
+
+    Truncation for Hessian-free (Martens 2010, Sec. 4.4): ``progress_tol`` stops (reason
+    "progress") at iteration i > k, k = max(10, ceil(i / 10)), once the quadratic
+    phi = 1/2 x^T H x - b^T x (negative while CG makes progress) improved by less than a
+    fraction k progress_tol over the last k iterations:
+    (phi_i - phi_{i-k}) / phi_i < k progress_tol.  ``keep_iterates="geometric"`` keeps
+    only the iterates Martens backtracks over (iterations ceil(1.3^j) and the last), so
+    that a large network's CG run does not store every iterate.
 
     >>> H = np.array([[4.0, 1.0], [1.0, 3.0]])
     >>> r = linear_cg(H, np.array([1.0, 2.0]), tol=1e-12)
@@ -128,6 +153,10 @@ def linear_cg(H, b, x0=None, *, tol=1e-5, atol=0.0, maxiter=None, M=None,
     tol = check_positive("tol", tol, allow_zero=True)
     atol = check_positive("atol", atol, allow_zero=True)
     maxiter = 10 * n if maxiter is None else check_int("maxiter", maxiter, minimum=0)
+    if keep_iterates not in (True, False, "geometric"):
+        raise ValueError(f"keep_iterates must be True, False or 'geometric', got {keep_iterates!r}")
+    if progress_tol is not None:
+        progress_tol = check_positive("progress_tol", progress_tol)
     if on_negative_curvature not in ("stop", "raise"):
         raise ValueError("on_negative_curvature must be 'stop' or 'raise', got "
                          f"{on_negative_curvature!r}")
@@ -148,9 +177,13 @@ def linear_cg(H, b, x0=None, *, tol=1e-5, atol=0.0, maxiter=None, M=None,
     p = z.copy()
     rz = float(r @ z)
     residuals = [float(np.linalg.norm(r))]
+    geometric = keep_iterates == "geometric"
+    keep_at = _geometric_steps(maxiter) if geometric else None
     iterates = [x.copy()] if keep_iterates else None
-    directions = [] if keep_iterates else None
+    steps_kept = [0]
+    directions = [] if keep_iterates is True else None
     curvatures = []
+    phis = [-0.5 * float(x @ (bvec + r))]   # phi(x) = 1/2 x^T H x - b^T x, with H x = b - r
     reason, nc_dir = "maxiter", None
 
     for it in range(maxiter + 1):
@@ -178,14 +211,28 @@ def linear_cg(H, b, x0=None, *, tol=1e-5, atol=0.0, maxiter=None, M=None,
         z = precond(r) if precond else r
         rz_new = float(r @ z)
         beta = rz_new / rz                # Eq. 3.50 for a quadratic (see module docstring)
-        if keep_iterates:
+        if keep_iterates is True:
             directions.append(p.copy())
             iterates.append(x.copy())
+            steps_kept.append(it + 1)
+        elif geometric and it + 1 in keep_at:
+            iterates.append(x.copy())
+            steps_kept.append(it + 1)
         p = z + beta * p                  # Eq. 3.49: new steepest direction plus beta q_t
         rz = rz_new
         residuals.append(float(np.linalg.norm(r)))
+        phis.append(-0.5 * float(x @ (bvec + r)))
         if callback is not None:
             callback(x.astype(dtype))
+        i = it + 1
+        k = max(10, int(np.ceil(0.1 * i)))
+        if (progress_tol is not None and i > k and phis[-1] < 0
+                and (phis[-1] - phis[-1 - k]) / phis[-1] < k * progress_tol):
+            reason = "progress"
+            break
+    if geometric and steps_kept[-1] != len(residuals) - 1:
+        iterates.append(x.copy())
+        steps_kept.append(len(residuals) - 1)
 
     nit = len(residuals) - 1
     messages = {
@@ -196,6 +243,8 @@ def linear_cg(H, b, x0=None, *, tol=1e-5, atol=0.0, maxiter=None, M=None,
         "negative_curvature": f"stopped at iteration {nit + 1}: direction of non-positive "
                               f"curvature q^T H q = {curvatures[-1]:.3g} (H is not positive "
                               "definite); x is the iterate before it" if curvatures else "",
+        "progress": f"truncated after {nit} iterations: the quadratic improved by less than "
+                    f"{progress_tol} per iteration over the last ones (Martens' rule)",
     }
     return LinearCGResult(
         x=x.astype(dtype), residuals=np.array(residuals), nit=nit, reason=reason,
@@ -205,4 +254,6 @@ def linear_cg(H, b, x0=None, *, tol=1e-5, atol=0.0, maxiter=None, M=None,
         curvatures=np.array(curvatures),
         iterates=None if iterates is None else np.array(iterates, dtype=dtype),
         directions=None if directions is None else np.array(directions, dtype=dtype).reshape(-1, n),
+        iterate_steps=None if iterates is None else np.array(steps_kept),
+        quadratic=np.array(phis),
     )
