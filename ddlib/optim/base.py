@@ -28,6 +28,8 @@ params), as optax's ``GradientTransformationExtraArgs`` does:
 * ``value``: the loss at ``params``;
 * ``value_and_grad``: a function ``point -> (loss, grads)`` that evaluates the model's
   loss and gradient at another point (a dict like ``params``);
+* ``value_at``: ``point -> loss`` alone (a forward pass, when the closure offers a
+  ``value()`` method; otherwise the closure is called and its gradient ignored);
 * ``curvature``: a function ``(exact) -> Curvature`` giving curvature products at
   ``params`` (``ddlib.optim.second_order.Curvature``).
 
@@ -76,7 +78,7 @@ class Transform(NamedTuple):
 
 
 #: the extra arguments an Optimizer can supply to a rule (``Transform.extra_args``)
-EXTRA_ARGS = ("value", "value_and_grad", "curvature")
+EXTRA_ARGS = ("value", "value_and_grad", "value_at", "curvature")
 
 
 class NonFiniteGradient(FloatingPointError):
@@ -327,6 +329,13 @@ class Optimizer:
             value = float(closure())
             return value, {n: np.array(g, copy=True) for n, g in self.grads().items()}
 
+        forward_only = getattr(closure, "value", None)
+
+        def value_at(point):
+            for n, p in params.items():
+                assign(p, point[n])
+            return float(forward_only() if callable(forward_only) else closure())
+
         def curvature(exact=False):
             for n, p in params.items():
                 assign(p, x0[n])
@@ -338,7 +347,8 @@ class Optimizer:
                     "the batch")
             return make(exact=exact)
 
-        extras = {"value": loss, "value_and_grad": value_and_grad, "curvature": curvature}
+        extras = {"value": loss, "value_and_grad": value_and_grad, "value_at": value_at,
+                  "curvature": curvature}
         try:
             updates, state = self.rule.update(
                 g0, self.state, x0, **{k: extras[k] for k in self.rule.extra_args})

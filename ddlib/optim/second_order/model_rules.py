@@ -37,7 +37,7 @@ import numpy as np
 from ...backend import get_backend
 from ...errors import DivergenceError, check_int, check_positive
 from ..base import Optimizer, Transform
-from .curvature import Curvature, _batch_like
+from .curvature import Curvature, _batch_like, _untouched
 from .flat import Flattener
 from .lbfgs import two_loop_recursion
 from .line_search import line_search_wolfe
@@ -60,8 +60,9 @@ class ModelClosure:
             if curvature_rows > n:
                 raise ValueError(f"curvature_rows={curvature_rows} exceeds the batch's {n} rows")
         self.curvature_rows = curvature_rows
-        self.n_calls = 0          # forward + backward passes
-        self.n_products = 0       # curvature products (each about one more pass)
+        self.n_calls = 0          # loss-and-gradient evaluations (forward + backward)
+        self.n_values = 0         # loss-only evaluations (forward)
+        self.n_products = 0       # curvature products, each on ``curvature_rows`` rows
 
     def __call__(self):
         self.n_calls += 1
@@ -70,6 +71,22 @@ class ModelClosure:
         value = self.loss.forward(out, self.y)
         self.model.backward(self.loss.backward(), need_dx=False)
         return float(value)
+
+    def value(self):
+        """The loss alone (one forward pass; batch-norm statistics left as they were)."""
+        self.n_values += 1
+        leaves = [m for m in self.model.modules() if not m.children()]
+        with _untouched(self.model, leaves):
+            out = self.model.forward(self.X, train=True)
+            return float(self.loss.forward(out, self.y))
+
+    @property
+    def passes(self):
+        """Passes over the batch so far: every evaluation touches all its rows once, a
+        curvature product ``curvature_rows / n`` of them."""
+        n = self.X.shape[0]
+        rows = n if self.curvature_rows is None else self.curvature_rows
+        return self.n_calls + self.n_values + self.n_products * rows / n
 
     def curvature(self, exact=False):
         X, y = self.X, self.y
@@ -198,7 +215,7 @@ class HessianFreeState(NamedTuple):
     rho: float                 # reduction ratio of the last step
     alpha: float               # line-search step of the last step (0: no move)
     total_cg_iters: int
-    total_evals: int           # loss-and-gradient evaluations beyond the closure's first
+    total_evals: int           # loss evaluations beyond the closure's first
 
 
 def hessian_free_rule(damping=1.0, max_cg=250, progress_tol=5e-4, decay=0.95,
@@ -237,7 +254,7 @@ def hessian_free_rule(damping=1.0, max_cg=250, progress_tol=5e-4, decay=0.95,
         d = Flattener(params).size
         return HessianFreeState(0, float(damping), np.zeros(d), 0, float("nan"), 0.0, 0, 0)
 
-    def update(grads, state, params, *, value, value_and_grad, curvature):
+    def update(grads, state, params, *, value, value_at, curvature):
         _check_value(value, state.count, "Hessian-free")
         fl = Flattener(params)
         x0 = fl.flatten(params)
@@ -253,13 +270,17 @@ def hessian_free_rule(damping=1.0, max_cg=250, progress_tol=5e-4, decay=0.95,
         cg = linear_cg(A, -g, x0=decay * state.previous, tol=0.0, maxiter=max_cg,
                        progress_tol=progress_tol, keep_iterates="geometric")
         evals = [0]
-        fg = _flat_fg(fl, value_and_grad, evals)
+
+        def f_at(x):
+            evals[0] += 1
+            return value_at(fl.unflatten(x))
+
         # backtrack over the kept CG iterates: from the last, go back while f decreases
         cands = list(zip(cg.iterate_steps, cg.iterates))[1:] or [(0, cg.x)]
         j = len(cands) - 1
-        f_best, _ = fg(x0 + cands[j][1])
+        f_best = f_at(x0 + cands[j][1])
         while j > 0:
-            f_prev, _ = fg(x0 + cands[j - 1][1])
+            f_prev = f_at(x0 + cands[j - 1][1])
             if not f_prev < f_best:
                 break
             j, f_best = j - 1, f_prev
@@ -279,7 +300,7 @@ def hessian_free_rule(damping=1.0, max_cg=250, progress_tol=5e-4, decay=0.95,
             if np.isfinite(f_new) and f_new <= f0 + c * alpha * slope:
                 break
             alpha *= shrink
-            f_new, _ = fg(x0 + alpha * p)
+            f_new = f_at(x0 + alpha * p)
         else:
             alpha = 0.0
         if slope >= 0:
@@ -291,7 +312,7 @@ def hessian_free_rule(damping=1.0, max_cg=250, progress_tol=5e-4, decay=0.95,
 
     name = f"hessian_free(damping={damping:g}, max_cg={max_cg})"
     return Transform(init, update, None, name,
-                     extra_args=("value", "value_and_grad", "curvature"))
+                     extra_args=("value", "value_at", "curvature"))
 
 
 # --- any minimize method -------------------------------------------------------------
