@@ -108,6 +108,7 @@ def batchnorm_rforward(rx, x, gamma, mean, var, eps, vgamma, vbeta):
     array([-1.,  1.])
     """
     ck.need_2d("batchnorm_rforward", "x", x)
+    ck.need_float("batchnorm_rforward", x=x, gamma=gamma, vgamma=vgamma, vbeta=vbeta)
     d = x.shape[1]
     for name, a in (("gamma", gamma), ("mean", mean), ("var", var), ("vgamma", vgamma),
                     ("vbeta", vbeta)):
@@ -156,9 +157,13 @@ def batchnorm_rbackward(g, rg, rxhat, rsigma, x, gamma, mean, var, eps, vgamma,
     """
     ck.need_2d("batchnorm_rbackward", "x", x)
     ck.need_same_shape("batchnorm_rbackward", "x", x, g=g, rg=rg, rxhat=rxhat)
+    ck.need_float("batchnorm_rbackward", x=x, g=g, rg=rg, rxhat=rxhat, gamma=gamma,
+                  vgamma=vgamma)
     d = x.shape[1]
     for name, a in (("rsigma", rsigma), ("gamma", gamma), ("mean", mean), ("var", var),
                     ("vgamma", vgamma), ("rdgamma", rdgamma), ("rdbeta", rdbeta)):
+        if a is None and name not in ("rdgamma", "rdbeta"):
+            raise ValueError(f"batchnorm_rbackward: {name} is required (an array of shape ({d},))")
         if a is not None:
             ck.need_shape("batchnorm_rbackward", name, a, (d,), " (one entry per unit)")
     m = x.shape[0]
