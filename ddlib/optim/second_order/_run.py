@@ -37,13 +37,21 @@ class Run:
         self.success, self.status, self.message = False, None, ""
 
     def gnorm(self, g):
+        if self.norm == math.inf:       # what np.linalg.norm computes for ord=inf
+            return float(np.abs(g).max())
         return float(np.linalg.norm(g, ord=self.norm))
 
     @staticmethod
-    def _nonfinite(f, g):
-        """What is non-finite about (f, g), or None when both are finite."""
+    def _nonfinite(f, g, gnorm=None):
+        """What is non-finite about (f, g), or None when both are finite.
+
+        ``gnorm``: ``gnorm(g)`` if known; a finite inf-norm means every entry is finite
+        (a nan or inf entry makes the max nan or inf), so the entry-wise scan is skipped.
+        """
         if not math.isfinite(f):
             return f"f = {f!r}"
+        if gnorm is not None and math.isfinite(gnorm):
+            return None
         if not np.isfinite(g).all():
             return f"{int(g.size - np.count_nonzero(np.isfinite(g)))} non-finite gradient entries"
         return None
@@ -73,7 +81,8 @@ class Run:
 
     def advance(self, x, f, g):
         """Accept the step to x (f, g there); True when the run is over."""
-        bad = self._nonfinite(f, g)
+        gn = self.gnorm(g)
+        bad = self._nonfinite(f, g, gn if self.norm == math.inf else None)
         if bad is not None:
             return self._end(False, NONFINITE, f"stopped: the objective became non-finite "
                              f"({bad}) at iteration {self.nit + 1}; the result is the last "
@@ -90,7 +99,7 @@ class Run:
             if halt is True:
                 return self._end(False, CALLBACK, f"stopped by the callback at iteration "
                                  f"{self.nit}.")
-        if self.gnorm(g) <= self.gtol:
+        if gn <= self.gtol:
             return self._end(True, SUCCESS, "Optimization terminated successfully: the "
                              f"gradient norm is <= gtol = {self.gtol:g}.")
         if self.ftol > 0 and f_prev - f <= self.ftol * max(abs(f_prev), abs(f), 1.0):

@@ -15,6 +15,7 @@ rounding decides its sign) would make the estimate indefinite; it is skipped.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 
 import numpy as np
@@ -22,6 +23,8 @@ import numpy as np
 from ...errors import check_int
 from .bfgs import bfgs_inverse_update
 from .line_search import search
+
+_EPS = float(np.finfo(np.float64).eps)
 
 
 def _gamma(s_list, y_list, gamma):
@@ -45,16 +48,25 @@ def two_loop_recursion(g, s_list, y_list, gamma=None):
     """
     q = np.array(g, dtype=np.float64)
     rhos = [1.0 / float(s @ y) for s, y in zip(s_list, y_list)]
-    alphas = []
-    for s, y, rho in zip(reversed(s_list), reversed(y_list), reversed(rhos)):  # newest first
-        a = rho * float(s @ q)
-        q -= a * y
-        alphas.append(a)
-    r = _gamma(s_list, y_list, gamma) * q
-    for s, y, rho, a in zip(s_list, y_list, rhos, reversed(alphas)):          # oldest first
-        b = rho * float(y @ r)
-        r += (a - b) * s
-    return r
+    return _two_loop(q, s_list, y_list, rhos, _gamma(s_list, y_list, gamma))
+
+
+def _two_loop(q, s_list, y_list, rhos, gamma):
+    """The two loops on ``q`` (a float64 work vector, overwritten and returned) with the
+    curvatures rho_i = 1 / s_i^T y_i and the scale gamma already known.  The arithmetic
+    is ``two_loop_recursion``'s, operation for operation (``q *= gamma`` rounds as
+    ``gamma * q`` does), so both give the same bits."""
+    k = len(rhos)
+    alphas = [0.0] * k
+    for i in range(k - 1, -1, -1):                                            # newest first
+        a = rhos[i] * float(s_list[i] @ q)
+        q -= a * y_list[i]
+        alphas[i] = a
+    q *= gamma
+    for i in range(k):                                                        # oldest first
+        b = rhos[i] * float(y_list[i] @ q)
+        q += (alphas[i] - b) * s_list[i]
+    return q
 
 
 def lbfgs_inverse_hessian(s_list, y_list, gamma=None):
@@ -72,6 +84,52 @@ def lbfgs_inverse_hessian(s_list, y_list, gamma=None):
     for s, y in zip(s_list, y_list):
         H = bfgs_inverse_update(H, s, y)
     return H
+
+
+# The two loops as one compiled kernel over the pairs kept in (m, d) ring buffers.  The
+# dot products go through np.dot, which numba hands to BLAS's ddot as numpy does, and the
+# axpy loops round each product and sum as numpy's ``q -= a * y`` does (no fused
+# multiply-add without fastmath), so the kernel returns ``_two_loop``'s bits (the tests
+# hold it to that), an order of magnitude sooner: the numpy loop pays about a microsecond
+# of dispatch per vector operation, 4 m + 1 of them per direction.  numba is imported on
+# first use (``import ddlib`` stays free of it), and only for d >= RING_MIN_SIZE, below
+# which numba's import and dispatch outweigh what the kernel saves.
+RING_MIN_SIZE = 64
+_RING_KERNEL = []
+
+
+def _ring_kernel():
+    """The compiled two-loop kernel, or None when numba is unavailable."""
+    if not _RING_KERNEL:
+        try:
+            import numba
+        except ImportError:                                       # pragma: no cover
+            _RING_KERNEL.append(None)
+        else:
+            _RING_KERNEL.append(numba.njit(cache=True)(_two_loop_ring))
+    return _RING_KERNEL[0]
+
+
+def _two_loop_ring(q, S, Y, rho, order, gamma, alpha):
+    """``_two_loop`` on rows ``order`` (oldest first) of S and Y; overwrites q, alpha."""
+    k = order.size
+    d = q.size
+    for ii in range(k - 1, -1, -1):                                           # newest first
+        i = order[ii]
+        a = rho[i] * np.dot(S[i], q)
+        alpha[ii] = a
+        yi = Y[i]
+        for j in range(d):
+            q[j] -= a * yi[j]
+    for j in range(d):
+        q[j] = gamma * q[j]
+    for ii in range(k):                                                       # oldest first
+        i = order[ii]
+        c = alpha[ii] - rho[i] * np.dot(Y[i], q)
+        si = S[i]
+        for j in range(d):
+            q[j] += c * si[j]
+    return q
 
 
 class LBFGSHistory:
@@ -93,6 +151,15 @@ class LBFGSHistory:
         self.m = check_int("m", m, minimum=1)
         self.s = deque(maxlen=self.m)
         self.y = deque(maxlen=self.m)
+        # computed once in push rather than every iteration: rho = 1 / s^T y per stored
+        # pair (the two-loop recursion's weights) and gamma from the newest pair
+        self._rho = deque(maxlen=self.m)
+        self._gamma = None      # s^T y / y^T y of the newest pair
+        self._own = deque(maxlen=self.m)    # the (s, y) arrays push stored, to notice
+        #                                     s and y edited from outside
+        self._ring = None       # (S, Y, rho, alpha): copies of the pairs for the kernel
+        self._order = np.zeros(0, dtype=np.int64)   # ring rows, oldest pair first
+        self._pushed = 0        # pairs stored so far (the next ring row is _pushed % m)
 
     def __len__(self):
         return len(self.s)
@@ -100,19 +167,60 @@ class LBFGSHistory:
     def push(self, s, y):
         s = np.array(s, dtype=np.float64)
         y = np.array(y, dtype=np.float64)
+        return self._push(s, y)
+
+    def _push(self, s, y):
+        """``push`` for float64 vectors the caller hands over (stored without a copy)."""
         sy = float(s @ y)
-        if not sy > np.finfo(np.float64).eps * float(np.linalg.norm(s) * np.linalg.norm(y)):
+        yy = float(y @ y)
+        # ||s|| ||y|| as np.linalg.norm computes each: sqrt(v . v)
+        if not sy > _EPS * (math.sqrt(float(s @ s)) * math.sqrt(yy)):
             return False
         self.s.append(s)
         self.y.append(y)
+        self._rho.append(1.0 / sy)
+        self._gamma = sy / yy
+        self._own.append((s, y))
+        if s.size >= RING_MIN_SIZE and s.ndim == 1:
+            self._ring_push(s, y)
         return True
+
+    def _ring_push(self, s, y):
+        m, d = self.m, s.size
+        if self._pushed < 0:
+            return
+        if self._ring is None or self._ring[0].shape[1] != d:
+            if self._pushed:            # the vector size changed: no ring from here on
+                self._ring, self._pushed = None, -1
+                return
+            self._ring = (np.empty((m, d)), np.empty((m, d)), np.empty(m), np.empty(m))
+            # row i: the ring rows oldest first once the oldest pair sits in row i
+            self._rotations = (np.arange(m)[None, :] + np.arange(m)[:, None]) % m
+        S, Y, rho, _ = self._ring
+        row = self._pushed % m
+        S[row], Y[row], rho[row] = s, y, self._rho[-1]
+        self._pushed += 1
+        n = self._pushed
+        self._order = self._rotations[n % m] if n >= m else self._rotations[0, :n]
 
     @property
     def gamma(self):
         return _gamma(list(self.s), list(self.y), None)
 
     def matvec(self, v):
-        return two_loop_recursion(v, list(self.s), list(self.y))
+        n = len(self.s)
+        if n == 0 or n != len(self._own) or n != len(self.y) or any(
+                a is not s or b is not y for (a, b), s, y in zip(self._own, self.s, self.y)):
+            # empty, or s and y were edited from outside: recompute everything
+            return two_loop_recursion(v, list(self.s), list(self.y))
+        q = np.array(v, dtype=np.float64)
+        if self._ring is not None and self._order.size == n and q.shape == (
+                self._ring[0].shape[1],):
+            kernel = _ring_kernel()
+            if kernel is not None:
+                S, Y, rho, alpha = self._ring
+                return kernel(q, S, Y, rho, self._order, self._gamma, alpha)
+        return _two_loop(q, self.s, self.y, self._rho, self._gamma)
 
     def todense(self):
         return lbfgs_inverse_hessian(list(self.s), list(self.y))
@@ -145,7 +253,7 @@ def minimize_lbfgs(problem, run, x, f, g, *, m=10, line_search="wolfe", c1=1e-4,
         g_new = ls.jac if ls.jac is not None else problem.grad(x_new)
         if run.advance(x_new, ls.fun, g_new):
             break
-        if not history.push(s, g_new - g):
+        if not history._push(s, g_new - g):
             skipped += 1
         x, f, g = x_new, ls.fun, g_new
     return {"hess_inv": history, "n_skipped": skipped}

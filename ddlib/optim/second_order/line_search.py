@@ -62,9 +62,14 @@ class _Line:
         self.problem, self.x, self.p = problem, x, p
         self.trials = []
         self.nfev0, self.njev0 = problem.nfev, problem.njev
+        self._alpha = self._point = None   # the last trial point, reused by slope and done
 
     def point(self, alpha):
-        return self.x + alpha * self.p
+        if alpha != self._alpha or self._point is None:
+            pt = self.x + alpha * self.p
+            pt.flags.writeable = False   # so Problem may know it unchanged without comparing
+            self._alpha, self._point = alpha, pt
+        return self._point
 
     def value(self, alpha):
         self.trials.append(alpha)

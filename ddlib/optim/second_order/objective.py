@@ -43,6 +43,8 @@ def start_point(x0, name="x0"):
 
 
 def _scalar(value, name):
+    if isinstance(value, float):    # Python floats and np.float64: nothing to check
+        return float(value)
     arr = np.asarray(value)
     if arr.size != 1 or arr.dtype.kind not in "iufb":
         raise TypeError(f"{name} must return a real scalar, got {type(value).__name__} "
@@ -82,6 +84,7 @@ class Problem:
             x0.dtype if x0.dtype in (np.float32, np.float64) else np.dtype(np.float64))
         self.nfev = self.njev = self.nhev = 0
         self._x = None          # last point evaluated, and what is known there
+        self._x_in = None       # the array that was passed for it
         self._f = None
         self._g = None
 
@@ -98,11 +101,18 @@ class Problem:
         return np.array(x, dtype=self.dtype)
 
     def _at(self, x):
-        if self._x is None or not np.array_equal(self._x, x):
+        if x is self._x_in and x.base is None and not x.flags.writeable:
+            return  # the very array of the last call, read-only and its own memory: unchanged
+        x = np.asarray(x)
+        last = self._x
+        if last is None or last.shape != x.shape or not (last == x).all():
             self._x, self._f, self._g = np.array(x, dtype=np.float64), None, None
+        self._x_in = x
 
     def _vector(self, value, name):
-        g = np.asarray(value, dtype=np.float64).reshape(-1)
+        g = np.asarray(value, dtype=np.float64)
+        if g.ndim != 1:
+            g = g.reshape(-1)
         if g.size != self.n:
             raise ValueError(f"{name} returned {g.size} entries for a point with {self.n}")
         return g
