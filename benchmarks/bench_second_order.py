@@ -1,4 +1,20 @@
-"""L-BFGS (m = 10, full batch) on digits logistic regression against scipy's L-BFGS-B.
+"""Second-order methods (Sec. 3.5.6): L-BFGS against scipy, the cost of a curvature
+product, and Hessian-free against Adam.
+
+Three workloads (issue 15's figures):
+
+* ``hvp`` rows: one exact Hessian-vector product (Pearlmutter's R-operator) on the
+  784-512-512-10 ReLU MLP, batch 128, float32, cpu backend, against one gradient (forward
+  and backward) in the same run; target <= 2.5x.  By matrix-product flops alone the
+  one-shot product (forward, backward, R-forward, R-backward) is 2.5x a gradient; a
+  product at a point whose passes are already done (what CG asks for) 1.5x, and the
+  Gauss-Newton product 1.0x.  Those flop ratios are printed as the yardstick.
+* ``hessian-free`` rows: passes over the digits training set for Hessian-free to reach
+  the test accuracy Adam reaches in 20 epochs (gradient, loss and curvature passes
+  counted separately), from three seeds.
+* the L-BFGS rows, described below.
+
+L-BFGS (m = 10, full batch) on digits logistic regression against scipy's L-BFGS-B.
 
 Issue 15's target: ddlib's ``minimize(method="l-bfgs", m=10)`` reaches scipy's
 ``L-BFGS-B`` tolerance in <= 1.0 x scipy's wall time, on the same objective in the same
@@ -93,7 +109,116 @@ def iterations_to(fg, x0, target):
 
 def run():
     with threadpool_limits(limits=1):
-        return _run()
+        rows = _run()
+    return rows + hvp_rows() + hessian_free_rows()
+
+
+def _matmul_flops(sizes, n):
+    """Multiply-adds of the gradient, the one-shot and the at-a-point R-operator product,
+    and the Gauss-Newton product, for an MLP with widths ``sizes`` and batch n."""
+    layers = list(zip(sizes[:-1], sizes[1:]))
+    grad = hvp_point = gvp_point = 0
+    for i, (a, b) in enumerate(layers):
+        unit = n * a * b
+        first = i == 0
+        grad += unit * (2 if first else 3)            # forward, dW, (dx)
+        hvp_point += unit * (2 if first else 6)       # R-forward 1|2, R-backward 1|4
+        gvp_point += unit * (2 if first else 4)       # R-forward 1|2, backward 1|2
+    return grad, grad + hvp_point, hvp_point, gvp_point
+
+
+def hvp_rows():
+    from ddlib.layers import mlp
+    from ddlib.losses import SoftmaxCrossEntropy
+    from ddlib.optim.second_order import Curvature
+
+    sizes, n = (784, 512, 512, 10), 128
+    workload = f"hvp mlp {'-'.join(map(str, sizes))} b{n} f32 cpu"
+    with ddlib.use_backend("cpu"):
+        net = mlp(list(sizes), activation="relu", rng=0, dtype=np.float32)
+        g = np.random.default_rng(0)
+        X = g.normal(size=(n, sizes[0])).astype(np.float32)
+        y = g.integers(0, sizes[-1], n)
+        v = {k: g.normal(size=p.shape).astype(np.float32) for k, p in net.params.items()}
+        loss = SoftmaxCrossEntropy()
+
+        def gradient():
+            loss.forward(net.forward(X), y)
+            net.backward(loss.backward(), need_dx=False)
+
+        at = Curvature(net, loss, X, y)
+        best = interleaved({
+            "gradient": gradient,
+            "hvp": lambda: Curvature(net, loss, X, y).hvp(v),
+            "hvp_point": lambda: at.hvp(v),
+            "gvp_point": lambda: at.gvp(v),
+            "gvp": lambda: Curvature(net, loss, X, y, exact=False).gvp(v),
+        }, rounds=ROUNDS)
+    fl_grad, fl_hvp, fl_point, fl_gvp = _matmul_flops(sizes, n)
+    t = best["gradient"]
+    ratio = best["hvp"] / t
+    return [
+        dict(workload=workload, variant="gradient (forward + backward)", seconds=t,
+             note="the yardstick: Sequential forward, loss, backward"),
+        dict(workload=workload, variant="hvp one-shot (R-operator)", seconds=best["hvp"],
+             ratio=ratio, reference="gradient", target="<= 2.5", ok=bool(ratio <= 2.5),
+             note=f"forward, backward, R-forward, R-backward; matmul flops "
+                  f"{fl_hvp / fl_grad:.2f}x the gradient's"),
+        dict(workload=workload, variant="hvp at a point (CG's product)",
+             seconds=best["hvp_point"], ratio=best["hvp_point"] / t, reference="gradient",
+             note=f"R-forward + R-backward on kept passes; flops {fl_point / fl_grad:.2f}x"),
+        dict(workload=workload, variant="Gauss-Newton gvp at a point", seconds=best["gvp_point"],
+             ratio=best["gvp_point"] / t, reference="gradient",
+             note=f"R-forward + backward; flops {fl_gvp / fl_grad:.2f}x"),
+        dict(workload=workload, variant="Gauss-Newton gvp one-shot", seconds=best["gvp"],
+             ratio=best["gvp"] / t, reference="gradient", note="forward, R-forward, backward"),
+    ]
+
+
+def hessian_free_rows(seeds=(0, 1, 2), epochs=20):
+    import time
+
+    from ddlib.layers import mlp
+    from ddlib.losses import SoftmaxCrossEntropy
+    from ddlib.optim import Optimizer, adam
+    from ddlib.optim.second_order import HessianFree, closure
+    from ddlib.train import fit
+
+    d = load_digits(scale="standard")
+    xent = SoftmaxCrossEntropy()
+
+    def accuracy(net):
+        return float((net.forward(d.X_test, train=False).argmax(1) == d.y_test).mean())
+
+    rows = []
+    workload = "hessian-free digits 64-64-10 tanh"
+    for seed in seeds:
+        net = mlp([64, 64, 10], activation="tanh", rng=seed)
+        t0 = time.perf_counter()
+        fit(net, xent, Optimizer(net, adam(1e-3)), d.X_train, d.y_train, epochs=epochs,
+            batch_size=64, seed=seed)
+        t_adam = time.perf_counter() - t0
+        target = accuracy(net)
+        net = mlp([64, 64, 10], activation="tanh", rng=seed)
+        opt = HessianFree(net)
+        batch = closure(net, xent, d.X_train, d.y_train, curvature_rows=d.X_train.shape[0] // 10)
+        t0, acc = time.perf_counter(), 0.0
+        for step in range(1, 41):
+            opt.step(batch)
+            acc = accuracy(net)
+            if acc >= target:
+                break
+        t_hf = time.perf_counter() - t0
+        rows.append(dict(workload=workload, variant=f"Adam {epochs} epochs, seed {seed}",
+                         seconds=t_adam, note=f"test accuracy {target:.3f}; {epochs} passes"))
+        rows.append(dict(
+            workload=workload, variant=f"Hessian-free to Adam's acc, seed {seed}",
+            seconds=t_hf, ratio=batch.passes / epochs, reference="Adam's passes",
+            target="< 1 (passes)", ok=bool(acc >= target and batch.passes < epochs),
+            note=f"{step} steps, acc {acc:.3f}: {batch.n_calls} gradients + {batch.n_values} "
+                 f"losses (full batch) + {batch.n_products} curvature products (on a tenth) "
+                 f"= {batch.passes:.1f} passes"))
+    return rows
 
 
 def _run():

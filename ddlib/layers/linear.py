@@ -7,6 +7,7 @@
 import numpy as np
 
 from ..backend import get_backend
+from ..backend.arrays import is_device
 from ..errors import check_int
 from ..init import as_rng, initialize
 from .base import Layer, check_input
@@ -95,9 +96,13 @@ class Linear(Layer):
         be = get_backend()
         x, W = cache
         rx = rcache
-        be.matmul_tn(x, rg, out=hv["W"])
-        if not gauss_newton and rx is not None:
-            be.axpy(hv["W"], 1.0, be.matmul_tn(rx, g))
+        if not gauss_newton and rx is not None and not is_device(x):
+            # x^T R{g} + R{x}^T g as one product over stacked rows: [x; R{x}]^T [R{g}; g]
+            be.matmul_tn(np.concatenate((x, rx)), np.concatenate((rg, g)), out=hv["W"])
+        else:
+            be.matmul_tn(x, rg, out=hv["W"])
+            if not gauss_newton and rx is not None:
+                be.axpy(hv["W"], 1.0, be.matmul_tn(rx, g))
         if self.use_bias:
             be.col_sum(rg, out=hv["b"])
         if not need_dx:
