@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import check_float_dtype, check_int
 from .init import as_rng
 
 
@@ -33,14 +34,20 @@ def load_digits(test_size=0.25, seed=0, scale="unit", dtype=np.float64, n_train=
 
     ``scale='unit'`` maps the 0-16 pixel counts to [0, 1]; ``'standard'`` centers and
     scales each pixel with the training set's statistics; ``None`` leaves raw counts.
-    ``n_train`` keeps only that many training examples (for small-sample studies).
+    ``n_train`` keeps only that many training examples (for small-sample studies); it
+    must lie between 1 and the size of the training split, else a ValueError.  ``dtype``
+    is the features' dtype and must be float32 or float64: scaled pixels are fractions,
+    which an integer dtype would truncate, so any other dtype is a TypeError.
     """
     from sklearn.datasets import load_digits as _load
 
+    if isinstance(test_size, bool) or not isinstance(test_size, (int, float, np.floating)):
+        raise TypeError(f"test_size must be a number in (0, 1), got {test_size!r}")
     if not 0 < test_size < 1:
         raise ValueError(f"test_size must lie in (0, 1), got {test_size!r}")
     if scale not in ("unit", "standard", None):
         raise ValueError(f"scale must be 'unit', 'standard' or None, got {scale!r}")
+    dtype = check_float_dtype("dtype", dtype)
     bunch = _load()
     X = bunch.data.astype(np.float64)
     y = bunch.target.astype(np.int64)
@@ -48,6 +55,11 @@ def load_digits(test_size=0.25, seed=0, scale="unit", dtype=np.float64, n_train=
     n_test = int(round(test_size * len(y)))
     test, train = idx[:n_test], idx[n_test:]
     if n_train is not None:
+        n_train = check_int("n_train", n_train, minimum=1)
+        if n_train > len(train):
+            raise ValueError(
+                f"n_train must be at most {len(train)} (the training split left by "
+                f"test_size={test_size!r}), got {n_train}")
         train = train[:n_train]
     Xtr, Xte = X[train], X[test]
     if scale == "unit":
@@ -60,8 +72,27 @@ def load_digits(test_size=0.25, seed=0, scale="unit", dtype=np.float64, n_train=
 
 
 def one_hot(labels, n_classes):
-    """(n,) integer labels -> (n, n_classes) indicator rows."""
+    """(n,) integer labels -> (n, n_classes) indicator rows (float64).
+
+    ``labels`` must be a 1-D array of integers in [0, n_classes) (a negative label is
+    refused, not wrapped around to the last class).
+
+    >>> one_hot([2, 0], 3)
+    array([[0., 0., 1.],
+           [1., 0., 0.]])
+    """
+    n_classes = check_int("n_classes", n_classes, minimum=1)
     labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise ValueError(f"labels must be a 1-D array of class indices, got shape {labels.shape}")
+    if labels.size == 0 and labels.dtype.kind == "f":
+        labels = labels.astype(np.int64)  # [] arrives as float64
+    if labels.dtype.kind not in "iu":
+        raise TypeError(f"labels must hold integer class indices, got dtype {labels.dtype}")
+    if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
+        raise ValueError(
+            f"labels must lie in [0, {n_classes}) for n_classes={n_classes}, "
+            f"got values from {labels.min()} to {labels.max()}")
     out = np.zeros((labels.size, n_classes))
     out[np.arange(labels.size), labels] = 1.0
     return out

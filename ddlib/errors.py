@@ -67,3 +67,48 @@ def check_labels(name, labels, n_rows, n_classes):
             f"got values from {y.min()} to {y.max()}"
         )
     return y.astype(np.int64, copy=False)
+
+
+#: the dtypes parameters and batches may have: every backend computes in these two
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def check_float_dtype(name, dtype):
+    """The ``np.dtype`` of ``dtype`` when it is float32 or float64; a clear error otherwise.
+
+    Integer, boolean and complex dtypes would make weights (or a batch) that cannot hold
+    the chapter's real-valued quantities; float16 is not computed by every backend.
+
+    >>> check_float_dtype("dtype", "float32")
+    dtype('float32')
+    >>> check_float_dtype("dtype", int)
+    Traceback (most recent call last):
+    ...
+    TypeError: dtype must be float32 or float64, got int64 (an integer dtype cannot hold real-valued weights)
+    """
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"{name} must be float32 or float64, got {dtype!r}") from None
+    if dt in FLOAT_DTYPES:
+        return dt
+    why = {"i": "an integer dtype cannot hold real-valued weights",
+           "u": "an integer dtype cannot hold real-valued weights",
+           "b": "a boolean dtype cannot hold real-valued weights",
+           "c": "complex values are not supported",
+           "f": "only float32 and float64 are supported on every backend"}.get(dt.kind)
+    raise TypeError(f"{name} must be float32 or float64, got {dt}" + (f" ({why})" if why else ""))
+
+
+def check_float_array(who, name, x):
+    """Raise TypeError unless the array ``x`` (host or device) has dtype float32 or float64.
+
+    ``who`` is the entry point (a layer or loss name) the message starts with.
+    """
+    dt = getattr(x, "dtype", None)
+    if dt is None or np.dtype(dt) not in FLOAT_DTYPES:
+        raise TypeError(f"{who}: {name} must be a float32 or float64 array, got "
+                        f"{'dtype ' + str(dt) if dt is not None else type(x).__name__}"
+                        + (" (convert it first, e.g. x.astype(np.float64))"
+                           if dt is not None and np.dtype(dt).kind in "iubf" else ""))
+    return x

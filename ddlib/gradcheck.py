@@ -22,6 +22,7 @@ import numpy as np
 from .backend import get_backend
 from .backend.arrays import is_device
 from .backend.arrays import to_host as _host
+from .errors import check_int, check_positive
 from .init import as_rng
 
 SMOOTH_THRESHOLD = 1e-6
@@ -53,31 +54,59 @@ def default_eps(method):
     return 1e-5 if method == "central" else 1e-7
 
 
+def _check_eps(eps, method):
+    """eps defaults to ``default_eps(method)``; otherwise a finite number > 0."""
+    return default_eps(method) if eps is None else check_positive("eps", eps)
+
+
 def numerical_gradient(f, x, eps=None, method="central", index=None):
     """Finite-difference gradient of the scalar ``f()`` w.r.t. the host array ``x``.
 
-    ``x`` is perturbed in place and restored; ``eps`` defaults to ``default_eps(method)``.
-    ``index`` (a list of flat indices) limits the estimate to those entries; the rest of
-    the result is NaN.
+    ``x`` is perturbed in place and restored; ``eps`` (a finite number > 0) defaults to
+    ``default_eps(method)``.  ``index`` (a list of flat indices, in C order) limits the
+    estimate to those entries; the rest of the result is NaN.  ``x`` may have any layout
+    (a transposed or sliced view is perturbed where it lives, not in a copy); it must be
+    a writable float array: an integer array cannot be moved by eps, and is refused.
+
+    >>> x = np.arange(6.0).reshape(2, 3).T          # a non-contiguous view
+    >>> g = numerical_gradient(lambda: float((x * x).sum()), x)
+    >>> bool(np.allclose(g, 2 * x))
+    True
     """
     if method not in ("central", "forward"):
         raise ValueError(f"method must be 'central' or 'forward', got {method!r}")
-    eps = default_eps(method) if eps is None else eps
-    flat = x.reshape(-1)
-    grad = np.full(flat.size, np.nan)
-    idx = range(flat.size) if index is None else index
+    eps = _check_eps(eps, method)
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"x must be a NumPy array (perturbed in place), got {type(x).__name__}")
+    if x.dtype.kind != "f":
+        raise TypeError(f"x must be a floating-point array, got dtype {x.dtype}: an integer "
+                        "(or boolean or complex) array cannot be perturbed by eps; convert "
+                        "it with x.astype(np.float64)")
+    if not x.flags.writeable:
+        raise ValueError("x must be writable: numerical_gradient perturbs it in place")
+    grad = np.full(x.size, np.nan)
+    if index is None:
+        idx = range(x.size)
+    else:
+        idx = [int(i) for i in index]
+        bad = [i for i in idx if not 0 <= i < x.size]
+        if bad:
+            raise ValueError(f"index must hold flat indices in [0, {x.size}), got {bad[0]}")
     base = f() if method == "forward" else None
     for i in idx:
-        old = flat[i]
-        flat[i] = old + eps
+        # the multi-index of C-order position i, so that x itself (whatever its strides)
+        # is written, never a copy made by reshape
+        at = np.unravel_index(i, x.shape) if x.ndim else ()
+        old = x[at]
+        x[at] = old + eps
         up = f()
         if method == "central":
-            flat[i] = old - eps
+            x[at] = old - eps
             down = f()
             grad[i] = (up - down) / (2 * eps)
         else:
             grad[i] = (up - base) / eps
-        flat[i] = old
+        x[at] = old
     return grad.reshape(x.shape)
 
 
@@ -114,11 +143,30 @@ def check_model(model, loss, x, y, eps=None, method="central", n_samples=None, s
     even when backprop is right.  ``atol`` declares that level: entries whose two
     estimates differ by at most ``atol`` count as agreeing (rho 0).  The default 0 keeps
     the chapter's plain ratio.
+
+    ``n_samples`` (when given) must be an integer >= 1 and ``eps`` a finite number > 0.
+    Every parameter (and, with ``check_input``, the batch ``x``) must be a float array:
+    integer arrays cannot be perturbed by eps and are refused with a TypeError.
     """
+    if method not in ("central", "forward"):
+        raise ValueError(f"method must be 'central' or 'forward', got {method!r}")
+    eps = _check_eps(eps, method)
+    if n_samples is not None:
+        n_samples = check_int("n_samples", n_samples, minimum=1)
     be = get_backend()
     rng = as_rng(seed)
     xb = be.asarray(x)
     named = model.named_parameters()
+    for n, layer, k in named:
+        dt = layer.params[k].dtype
+        if np.dtype(dt).kind != "f":
+            raise TypeError(f"parameter {n} has dtype {dt}: an integer (or boolean or "
+                            "complex) parameter cannot be perturbed by eps; build the "
+                            "model with dtype=np.float64")
+    if check_input and np.dtype(xb.dtype).kind != "f":
+        raise TypeError(f"x has dtype {xb.dtype}: with check_input=True the batch is "
+                        "perturbed by eps, so it must be a float array "
+                        "(x.astype(np.float64))")
 
     model.zero_grad() if hasattr(model, "zero_grad") else None
     out = model.forward(xb, train=True)

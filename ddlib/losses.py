@@ -2,13 +2,41 @@
 
 A loss object has ``forward(scores, targets) -> float`` (the mean over the batch) and
 ``backward() -> dscores``, the gradient of that mean with respect to the scores.
+
+Inputs are checked before any kernel runs (``_check_scores``): an empty batch (no rows)
+and, for host arrays, NaN or inf in the scores or targets are a ValueError naming the loss
+and the argument.  Host scores of an integer, boolean or float16 dtype are converted to
+float64 (never truncated; float32 and float64 are kept as they are); complex scores are a
+TypeError, and so are device scores that are not float32/float64.  Device arrays are not
+scanned for non-finite values (that would cost a pass and a copy back).
 """
 
 import numpy as np
 
 from .backend import get_backend
 from .backend.arrays import is_device
-from .errors import check_labels
+from .errors import FLOAT_DTYPES, check_finite, check_labels
+
+
+def _check_scores(who, scores):
+    """The scores as a float array with at least one row (see the module docstring)."""
+    if not is_device(scores):
+        scores = np.asarray(scores)
+        kind = scores.dtype.kind
+        if kind == "c":
+            raise TypeError(f"{who}: scores must be real, got dtype {scores.dtype}")
+        if kind not in "iubf":
+            raise TypeError(f"{who}: scores must be a float array, got dtype {scores.dtype}")
+        if np.dtype(scores.dtype) not in FLOAT_DTYPES:
+            scores = scores.astype(np.float64)
+    elif np.dtype(scores.dtype) not in FLOAT_DTYPES:
+        raise TypeError(f"{who}: scores must be a float32 or float64 array, got dtype "
+                        f"{scores.dtype}")
+    if len(scores.shape) < 1 or scores.shape[0] == 0:
+        raise ValueError(f"{who}: scores must hold at least one example (row), got shape "
+                         f"{tuple(scores.shape)}: the mean over an empty batch is undefined")
+    check_finite(f"{who}: scores", scores)
+    return scores
 
 
 class Loss:
@@ -55,6 +83,7 @@ class SoftmaxCrossEntropy(Loss):
 
     def forward(self, scores, labels):
         be = get_backend()
+        scores = _check_scores(self.name, scores)
         if len(scores.shape) != 2:
             raise ValueError(f"{self.name}: scores must be (n, classes), got shape {scores.shape}")
         n, k = scores.shape
@@ -89,11 +118,16 @@ class MSE(Loss):
 
     def forward(self, scores, targets):
         be = get_backend()
+        scores = _check_scores(self.name, scores)
         if not is_device(targets):
-            t = np.asarray(targets, dtype=scores.dtype)
+            t = np.asarray(targets)
+            if t.dtype.kind not in "iubf":
+                raise TypeError(f"{self.name}: targets must be real numbers, got dtype {t.dtype}")
             if t.shape != tuple(scores.shape):
                 raise ValueError(f"{self.name}: targets have shape {t.shape}, scores {tuple(scores.shape)}")
-            targets = be.asarray(t)
+            check_finite(f"{self.name}: targets", t)
+            # scores are float32 or float64 here, so the cast never truncates to integers
+            targets = be.asarray(t.astype(scores.dtype, copy=False))
         value, self._cache = be.mse(scores, targets)
         return value
 

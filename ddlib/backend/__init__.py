@@ -47,7 +47,27 @@ REFERENCE = "numpy_ref"  # the package whose families' __all__ lists are the con
 _MODULES = {"numpy": "numpy_ref", "cpu": "cpu", "cuda": "cuda"}
 _ALIASES = {"numpy_ref": "numpy", "ref": "numpy", "numba": "cpu", "gpu": "cuda"}
 
-DEFAULT_BACKEND = os.environ.get("DDLIB_BACKEND", "cpu")
+
+
+def _backend_from_env(default="cpu"):
+    """``DDLIB_BACKEND`` (canonical name), checked when ddlib is imported: a name that is
+    neither a backend nor an alias is a ValueError naming the variable and the choices."""
+    raw = os.environ.get("DDLIB_BACKEND")
+    if raw is None:
+        return default
+    key = raw.strip().lower()
+    key = _ALIASES.get(key, key)
+    if key not in BACKENDS:
+        raise ValueError(
+            f"environment variable DDLIB_BACKEND={raw!r} is not a backend; expected one of "
+            f"{', '.join(BACKENDS)} (or an alias: "
+            f"{', '.join(f'{a}={b}' for a, b in _ALIASES.items())}), or leave it unset "
+            f"for {default!r}"
+        )
+    return key
+
+
+DEFAULT_BACKEND = _backend_from_env()
 
 _current: ContextVar[str] = ContextVar("ddlib_backend", default=DEFAULT_BACKEND)
 _loaded: dict[str, Backend] = {}

@@ -45,6 +45,7 @@ __all__ = [
     "DPResult",
     "enumerate_paths",
     "pathwise_derivative",
+    "MAX_PATHS",
     "dp_derivative",
     "count_paths",
     "fig_3_1",
@@ -305,14 +306,42 @@ def enumerate_paths(graph, source=None):
             stack.append(iter(succ[nxt]))
 
 
-def pathwise_derivative(graph, source=None):
+#: the most paths ``pathwise_derivative`` enumerates unless told otherwise (``max_paths``):
+#: 2^22, about four seconds; depth 20 of ``layered_dag(2, depth)`` (2^20 paths) still runs
+MAX_PATHS = 2 ** 22
+
+
+def pathwise_derivative(graph, source=None, max_paths=MAX_PATHS):
     """do/dw by Lemma 3.2.1 (Eq. 3.4): sum over all paths of the product of z(i, j) on it.
 
     Each path's product is formed from scratch, as in the chapter's exponential-time
     algorithm: a path with k edges costs k - 1 multiplications, and n paths cost n - 1
     additions.  Returns a ``PathwiseResult`` (value, n_paths, multiplications, additions).
+
+    The paths are counted first (``count_paths``, linear time); a graph with more than
+    ``max_paths`` of them (default ``MAX_PATHS`` = 2^22, a few seconds) is refused with
+    a ``GraphError`` giving the count, since enumerating 2^40 paths would run for hours:
+    ``dp_derivative`` computes the same derivative in one pass over the edges.  Pass a
+    larger ``max_paths`` (or None for no limit) to enumerate anyway.
+
+    >>> pathwise_derivative(layered_dag(2, 30, seed=0))
+    Traceback (most recent call last):
+    ...
+    ddlib.chapter.graph.GraphError: the graph has 1073741824 paths from 'w' to 'o', more than max_paths=4194304: enumerating them would take too long; use dp_derivative(graph) (one pass over the edges), or pass a larger max_paths (None for no limit)
     """
     src = graph.source if source is None else source
+    if src not in graph.values:
+        raise GraphError(f"source {src!r} is not a node of the graph")
+    if max_paths is not None:
+        max_paths = check_int("max_paths", max_paths, minimum=1)
+        n = count_paths(graph, src)
+        if n > max_paths:
+            raise GraphError(
+                f"the graph has {n} paths from {src!r} to {graph.output!r}, more than "
+                f"max_paths={max_paths}: enumerating them would take too long; use "
+                "dp_derivative(graph) (one pass over the edges), or pass a larger "
+                "max_paths (None for no limit)"
+            )
     out = graph.output
     if src == out:
         return PathwiseResult(1.0, 1, 0, 0)
@@ -434,18 +463,19 @@ def layered_dag(width, depth, w=0.5, density=1.0, seed=None):
     return Graph.from_output(add(*prev, name="o"), x)
 
 
-def path_costs(depths, width=2, seed=0, timed=True):
+def path_costs(depths, width=2, seed=0, timed=True, max_paths=MAX_PATHS):
     """Cost of path enumeration vs dynamic programming on ``layered_dag(width, depth)``.
 
     Returns one dict per depth: n_paths (by counting), n_edges, the two derivatives, the
     operation counts (multiplications + additions) of each method and, with ``timed``,
     seconds per call of each (one run each; timings vary between machines and runs).
+    ``max_paths`` is passed to ``pathwise_derivative`` (a deeper graph is refused).
     """
     rows = []
     for d in depths:
         g = layered_dag(width, d, seed=seed)
         t0 = time.perf_counter()
-        pw = pathwise_derivative(g)
+        pw = pathwise_derivative(g, max_paths=max_paths)
         t1 = time.perf_counter()
         dp = dp_derivative(g)
         t2 = time.perf_counter()

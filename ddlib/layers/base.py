@@ -82,7 +82,14 @@ class Layer:
 
 
 def check_input(layer, x, width=None):
-    """Raise a clear error for a batch that is not 2-D or has the wrong width."""
+    """Raise a clear error for a batch that is not 2-D, has the wrong width, is not a
+    float array, or (on the host) holds NaN or inf.
+
+    Integer, boolean, complex and float16 batches are rejected (a TypeError naming the
+    layer), not converted: the kernels would truncate them (an integer sigmoid is all
+    zeros) and a silent copy would hide the cost from the caller.  Convert first, e.g.
+    ``x.astype(np.float64)`` (or the layer's parameter dtype).
+    """
     if not hasattr(x, "shape") or len(x.shape) != 2:
         shape = getattr(x, "shape", None)
         raise ValueError(
@@ -94,6 +101,9 @@ def check_input(layer, x, width=None):
             f"{layer.name}: input has {x.shape[1]} features per row (shape {tuple(x.shape)}) "
             f"but the layer expects {width}"
         )
+    from ..errors import check_float_array
+
+    check_float_array(layer.name, "the input batch", x)
     if (getattr(layer, "check_finite", True) and isinstance(x, np.ndarray)
             and x.dtype.kind == "f" and not np.isfinite(x).all()):
         raise ValueError(f"{layer.name}: input batch contains NaN or inf")
