@@ -30,7 +30,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,distributed]'
 	@mkdir -p $(STATE) $(NUMBA_CACHE_DIR)
 	@touch $(STAMP)
 
@@ -66,7 +66,7 @@ test-notebooks: setup
 # libraries are a large install, so they come with this target only.
 PTX_STAMP := $(VENV)/.installed-ptx
 $(PTX_STAMP): pyproject.toml $(STAMP)
-	$(PY) -m pip install --quiet -e '.[dev,ptx]'
+	$(PY) -m pip install --quiet -e '.[dev,distributed,ptx]'
 	@touch $(PTX_STAMP)
 
 ptx-check: $(PTX_STAMP)

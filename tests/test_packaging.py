@@ -35,7 +35,8 @@ def _environment_packages():
 def test_environment_yml_lists_the_same_packages_as_pyproject():
     proj = _pyproject()["project"]
     wanted = {_name(r) for r in proj["dependencies"]}
-    wanted |= {_name(r) for r in proj["optional-dependencies"]["dev"]}
+    for extra in ("dev", "distributed"):      # what `make setup` installs
+        wanted |= {_name(r) for r in proj["optional-dependencies"][extra]}
     have = _environment_packages()
     assert have == wanted, (
         f"only in pyproject.toml: {sorted(wanted - have)}; only in environment.yml: {sorted(have - wanted)}"
