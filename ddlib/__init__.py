@@ -33,6 +33,7 @@ _SUBMODULES = {
     "data",
     "device",
     "errors",
+    "exercises",
     "gradcheck",
     "init",
     "layers",

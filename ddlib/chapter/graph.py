@@ -14,6 +14,11 @@ Graphs are built either from ``Node`` operations (micrograd style: each operatio
 its value and its local partials next to each other), or directly from values and edges
 with ``Graph(values, edges, source, output)`` as in Fig. 3.5.
 
+Backpropagation proper wants do/dx for *every* input x, not one source: ``gradients(graph)``
+(or ``backward(output_node)`` on ``Node`` graphs) reads them all off a single backward
+sweep, since the DP fills S(i, o) for every node anyway.  ``maximum`` is a max node whose
+local partial is 1 on the winning input and 0 elsewhere (ties: see ``TIES``).
+
 >>> g = fig_3_1(w=1.0)
 >>> round(dp_derivative(g).value, 6), round(-2 * math.sin(1.0), 6)
 (-1.682942, -1.682942)
@@ -40,6 +45,8 @@ __all__ = [
     "add",
     "mul",
     "weighted_tanh",
+    "maximum",
+    "TIES",
     "Graph",
     "PathwiseResult",
     "DPResult",
@@ -47,6 +54,8 @@ __all__ = [
     "pathwise_derivative",
     "MAX_PATHS",
     "dp_derivative",
+    "gradients",
+    "backward",
     "count_paths",
     "fig_3_1",
     "fig_3_3",
@@ -137,6 +146,41 @@ def weighted_tanh(xs, weights, name=None):
     a = sum(float(wk) * x.value for wk, x in zip(weights, xs))
     y = math.tanh(a)
     return Node(y, xs, [float(wk) * (1 - y * y) for wk in weights], "tanh(Σ)", name)
+
+
+#: how ``maximum`` shares the derivative among inputs tied for the largest value
+#: "split" (default): each of the k tied inputs gets 1/k.  The result is then a convex
+#:   combination of the one-hot choices, so a valid subgradient of max; it does not depend on
+#:   the order of the inputs; and it is the average of the left and right derivatives along
+#:   the direction that moves all tied inputs together (torch.amax makes the same choice).
+#: "first": the first tied input (in argument order) gets 1, as numpy.argmax picks it; also a
+#:   subgradient, cheaper to route, but it favours whichever input was listed first.
+TIES = ("split", "first")
+
+
+def maximum(*xs, ties="split", name=None):
+    """y = max(x1, x2, ...); z(x_k, y) = 1 for the winner, 0 for the others.
+
+    Inputs tied for the maximum (exactly equal values) share the derivative according to
+    ``ties`` (see ``TIES``): "split" gives each of k tied inputs 1/k, "first" gives all of
+    it to the first of them.
+
+    >>> a, b, c = var(1.0, "a"), var(3.0, "b"), var(3.0, "c")
+    >>> maximum(a, b, c).partials, maximum(a, b, c, ties="first").partials
+    ((0.0, 0.5, 0.5), (0.0, 1.0, 0.0))
+    """
+    if not xs:
+        raise GraphError("maximum needs at least one input")
+    if ties not in TIES:
+        raise ValueError(f"ties must be one of {TIES}, got {ties!r}")
+    vals = [x.value for x in xs]
+    top = max(vals)
+    winners = [k for k, v in enumerate(vals) if v == top]
+    if ties == "first":
+        winners = winners[:1]
+    share = 1.0 / len(winners)
+    partials = [share if k in winners else 0.0 for k in range(len(vals))]
+    return Node(top, xs, partials, "max", name)
 
 
 # ------------------------------------------------------------------------------ graph
@@ -246,6 +290,11 @@ class Graph:
             for inp, z in zip(n.inputs, n.partials):
                 edges.append((names[id(inp)], names[k], z))
         return cls(values, edges, names[id(source)], names[id(output)], ops)
+
+    @property
+    def inputs(self):
+        """Names of the nodes with no incoming edge (the graph's inputs), in topological order."""
+        return [n for n in self.order if not self.pred[n]]
 
     @property
     def n_edges(self):
@@ -387,6 +436,45 @@ def dp_derivative(graph, source=None):
         S[i] = math.fsum(terms) if len(terms) > 1 else terms[0]
     src = graph.source if source is None else source
     return DPResult(S[src], S, mults, adds)
+
+
+def gradients(graph, wrt=None):
+    """do/dx for every input x of ``graph`` (or for each name in ``wrt``) from ONE sweep.
+
+    This is backpropagation as a reader expects it: ``dp_derivative`` already fills
+    S(i, o) = do/dy(i) for every node in one pass over the edges, so the gradient with
+    respect to all inputs costs the same as the derivative with respect to one.  Returns
+    a dict name -> derivative (inputs in topological order).
+
+    >>> x1, x2 = var(2.0, "x1"), var(3.0, "x2")
+    >>> gradients(Graph.from_output(mul(x1, x2, name="o"), x1))
+    {'x1': 3.0, 'x2': 2.0}
+    """
+    names = graph.inputs if wrt is None else list(wrt)
+    for n in names:
+        if n not in graph.values:
+            raise GraphError(f"{n!r} is not a node of the graph")
+    S = dp_derivative(graph).S
+    return {n: S[n] for n in names}
+
+
+def backward(output, seed=1.0):
+    """Gradients of ``seed`` * output with respect to every input ``Node`` below ``output``.
+
+    ``seed`` is dL/do (for example 5 in exercise 2 of Sec. 3.10); the chain rule scales
+    every gradient by it.  Returns a dict input name -> dL/dx, from one backward sweep.
+
+    >>> x1, x2 = var(2.0, "x1"), var(3.0, "x2")
+    >>> backward(mul(x1, x2), seed=5.0)
+    {'x1': 15.0, 'x2': 10.0}
+    """
+    if not isinstance(output, Node):
+        raise TypeError(f"output must be a Node, got {type(output).__name__}")
+    leaf = output
+    while leaf.inputs:
+        leaf = leaf.inputs[0]
+    grads = gradients(Graph.from_output(output, leaf))
+    return {n: float(seed) * g for n, g in grads.items()}
 
 
 def count_paths(graph, source=None):
