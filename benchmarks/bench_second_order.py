@@ -203,7 +203,7 @@ def hessian_free_rows(seeds=(0, 1, 2), epochs=20):
         opt = HessianFree(net)
         batch = closure(net, xent, d.X_train, d.y_train, curvature_rows=d.X_train.shape[0] // 10)
         t0, acc = time.perf_counter(), 0.0
-        for step in range(1, 41):
+        for step in range(1, 41):  # noqa: B007 (the count is reported after the loop)
             opt.step(batch)
             acc = accuracy(net)
             if acc >= target:

@@ -58,8 +58,9 @@ def test_gradients_finite_differences_and_one_sweep_cost():
     o, _ = build(*p)
     grads = G.backward(o)
     for k, name in enumerate("xyz"):
-        up = list(p); up[k] += h
-        dn = list(p); dn[k] -= h
+        up, dn = list(p), list(p)
+        up[k] += h
+        dn[k] -= h
         fd = (build(*up)[0].value - build(*dn)[0].value) / (2 * h)
         assert grads[name] == pytest.approx(fd, rel=1e-6, abs=1e-8)
     g = G.Graph.from_output(o, _[0])
@@ -102,7 +103,7 @@ def test_max_ties_split_equally_or_go_to_the_first(k):
 def test_tie_split_is_a_subgradient_and_the_mean_of_one_sided_slopes():
     # max(x, y) at x = y: moving both together has slope 1 either way; along x alone the
     # right slope is 1 and the left slope is 0, whose mean is the split share 1/2
-    f = lambda x, y: max(x, y)
+    f = max
     h = 1e-7
     right = (f(1 + h, 1) - f(1, 1)) / h
     left = (f(1, 1) - f(1 - h, 1)) / h

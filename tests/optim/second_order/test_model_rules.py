@@ -66,7 +66,7 @@ def test_lbfgs_on_logistic_regression_reaches_scipys_minimum():
     # an L2 penalty makes the minimum unique: add it in the closure, as a user would
     def penalized():
         f = c()
-        for n, layer, k in net.named_parameters():
+        for _, layer, k in net.named_parameters():
             layer.grads[k] += lam * layer.params[k]
         return f + 0.5 * lam * sum(float((p ** 2).sum()) for p in net.params.values())
     penalized.curvature = c.curvature
