@@ -30,6 +30,7 @@ __all__ = [
 
 _SUBMODULES = {
     "chapter",
+    "checkpoint",
     "data",
     "device",
     "errors",

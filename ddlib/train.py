@@ -1,4 +1,34 @@
-"""Mini-batch training (Sec. 3.2.8): a seeded sampler, one step, and a loop with history."""
+"""Mini-batch training (Sec. 3.2.8): a seeded sampler, one step, and a loop with history.
+
+Divergence loses nothing: ``fit`` checks each batch loss before the update and the
+optimizer checks the gradients and the updated parameters (``Optimizer.step``); either
+way the run stops with one ``DivergenceError`` (for a step the optimizer refused, a
+``DivergedStep`` that also names the parameter) and the model and optimizer are those of
+the last good step.
+
+Exact resume: ``fit(..., checkpoint=path, checkpoint_every=k)`` writes a checkpoint
+(``ddlib.checkpoint``) after every k-th step, and ``fit(..., resume_from=path)``, called
+with the same arguments in a new process, continues bit for bit: model (with BatchNorm's
+counters), optimizer (its step count drives the schedules), the loop's position in the
+epoch, the epoch's order, the shuffle's random stream (an int seed as well as a
+Generator) and the history; objects given in ``extra_state`` (a ``PolyakAverage``, a
+``ReduceOnPlateau``) are saved and restored with them.  Calling ``fit`` twice with the
+same int seed draws the same orders again; resuming continues the stream.
+
+>>> import numpy as np, tempfile, os
+>>> from ddlib import layers, losses, optim
+>>> X = np.random.default_rng(0).normal(size=(40, 3)); y = (X[:, 0] > 0).astype(np.int64)
+>>> def run(**kw):
+...     net = layers.mlp([3, 4, 2], rng=1)
+...     opt = optim.Optimizer(net, optim.adam(1e-2))
+...     fit(net, losses.SoftmaxCrossEntropy(), opt, X, y, epochs=3, batch_size=8, seed=5, **kw)
+...     return net.state_dict()["0.W"]
+>>> path = os.path.join(tempfile.mkdtemp(), "run.npz")
+>>> full = run()
+>>> _ = run(checkpoint=path, checkpoint_every=7, max_steps=7)  # "interrupted" after step 7
+>>> bool(np.array_equal(run(resume_from=path), full))
+True
+"""
 
 from __future__ import annotations
 
@@ -11,6 +41,28 @@ from .backend import get_backend, use_backend
 from .backend.arrays import is_device
 from .errors import DivergenceError, check_int
 from .init import as_rng
+from .optim.base import NonFiniteGradient, NonFiniteParameter, all_finite
+
+
+class DivergedStep(DivergenceError, NonFiniteGradient):
+    """The optimizer refused step ``step`` of a run (a NaN/inf gradient, or an update that
+    made a parameter non-finite): names the step, the batch loss and the parameter.
+
+    Both a ``DivergenceError`` and a ``NonFiniteGradient``; ``cause`` is the optimizer's
+    error.  The model and the optimizer are those of the last good step.
+    """
+
+    def __init__(self, step, loss, param, cause=None):
+        self.step, self.loss, self.param, self.cause = step, loss, param, cause
+        self.first = step
+        what = ("made it non-finite (overflow)" if isinstance(cause, NonFiniteParameter)
+                else "had a non-finite gradient")
+        FloatingPointError.__init__(
+            self,
+            f"training diverged at step {step}: loss = {loss!r}, and the update of "
+            f"parameter {param!r} {what}; the model and optimizer are those of the last "
+            "good step. Try a smaller learning rate, gradient clipping, or standardized "
+            "inputs.")
 
 
 class MinibatchSampler:
@@ -139,7 +191,8 @@ def _gather(be, X, idx):
 
 def fit(model, loss, optimizer, X, y, epochs=1, batch_size=32, seed=None, X_val=None,
         y_val=None, progress=False, max_loss=1e6, callback=None, *, max_steps=None,
-        drop_last=False, shuffle=True, on_step=None, step_fn=None):
+        drop_last=False, shuffle=True, on_step=None, step_fn=None, checkpoint=None,
+        checkpoint_every=None, resume_from=None, extra_state=None):
     """Train with mini-batch SGD (Sec. 3.2.8); returns a ``History``.
 
     The one training loop of ddlib: the chapter studies and ``DeviceTrainer`` call it too,
@@ -159,9 +212,22 @@ def fit(model, loss, optimizer, X, y, epochs=1, batch_size=32, seed=None, X_val=
                 backward, ``optimizer.step()``); it may return ``None`` when the loss stays
                 on the device (the caller then checks the run itself)
 
+    checkpoint, checkpoint_every: write ``ddlib.checkpoint`` files to the path
+                ``checkpoint`` after every ``checkpoint_every``-th step (both or neither)
+    resume_from: a checkpoint path written that way: model, optimizer, ``extra_state``,
+                the loop's position, the shuffle's stream and the history are loaded and
+                the run continues bit for bit (call with the same arguments as the run
+                that wrote it; the returned History covers the whole run)
+    extra_state: ``{name: obj}`` of objects with ``state_dict``/``load_state_dict``
+                (``PolyakAverage``, ``ReduceOnPlateau``) saved and restored with the run
+
     Before any update is applied, a batch loss that is non-finite or above ``max_loss``
     stops the run with ``DivergenceError`` naming the step and the loss; the parameters
-    are then those the last good step left (the diverged step never touches them).
+    are then those the last good step left (the diverged step never touches them).  A
+    step the optimizer refuses (NaN/inf gradient, or an update that overflows a
+    parameter) stops it with ``DivergedStep`` naming the step, the loss and the
+    parameter; the optimizer has then restored the model and its own state.  NumPy's
+    overflow warnings inside the default step are silenced: the error reports it.
     ``X`` and ``y`` may be device arrays: each epoch's order then goes to the GPU once and
     the batches are gathered there.
     """
@@ -174,6 +240,18 @@ def fit(model, loss, optimizer, X, y, epochs=1, batch_size=32, seed=None, X_val=
     if on_step is not None and not callable(on_step):
         raise TypeError(f"on_step must be callable (step, loss, model), got {on_step!r}")
     max_loss = check_max_loss(max_loss)
+    if (checkpoint is None) != (checkpoint_every is None):
+        raise ValueError("fit: give checkpoint (a path) and checkpoint_every (steps) together, "
+                         f"got checkpoint={checkpoint!r}, checkpoint_every={checkpoint_every!r}")
+    if checkpoint_every is not None:
+        checkpoint_every = check_int("checkpoint_every", checkpoint_every)
+    extra_state = {} if extra_state is None else extra_state
+    if not isinstance(extra_state, dict) or not all(
+            callable(getattr(o, "state_dict", None)) and callable(getattr(o, "load_state_dict",
+                                                                          None))
+            for o in extra_state.values()):
+        raise TypeError("fit: extra_state must be a dict of objects with state_dict() and "
+                        f"load_state_dict(), got {extra_state!r}")
     if step_fn is None or optimizer is not None:
         check_optimizer(model, optimizer)
     if not is_device(X):
@@ -189,56 +267,131 @@ def fit(model, loss, optimizer, X, y, epochs=1, batch_size=32, seed=None, X_val=
     on_gpu = is_device(X)
     if step_fn is None:
         def step_fn(xb, yb):
-            out = model.forward(xb, train=True)
-            value = loss.forward(out, yb)
-            if not math.isfinite(value) or value > max_loss:
-                raise DivergenceError(hist.steps, value)
-            model.backward(loss.backward(), need_dx=False)
-            optimizer.step()
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                out = model.forward(xb, train=True)
+                if not is_device(out) and not all_finite(out):
+                    raise DivergenceError(hist.steps, float("nan"),
+                                          "training (the forward pass gave non-finite scores)")
+                value = loss.forward(out, yb)
+                if not math.isfinite(value) or value > max_loss:
+                    raise DivergenceError(hist.steps, value)
+                model.backward(loss.backward(), need_dx=False)
+            try:
+                optimizer.step()
+            except NonFiniteGradient as err:
+                raise DivergedStep(hist.steps, value, err.param, err) from err
             return value
 
     hist = History()
-    seen = 0
+    # the loop's position: the epoch, its order, the next batch and the epoch's sums
+    pos = {"epoch": 0, "order": None, "batch": 0, "total": 0.0, "count": 0, "seen": 0,
+           "last": None}
+    if resume_from is not None:
+        from . import checkpoint as _ckpt
+
+        state = _ckpt.load(resume_from, model=model, optimizer=optimizer, extra=extra_state)
+        _restore_fit_state(state.get("fit"), hist, sampler, pos, n, resume_from)
+
+    def save():
+        from . import checkpoint as _ckpt
+
+        _ckpt.save(checkpoint, model=model, optimizer=optimizer, extra=extra_state,
+                   fit=_fit_state(hist, sampler, pos))
+
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         total = len(sampler) * epochs if epochs is not None else max_steps
-        bar = tqdm(total=min(total, max_steps or total), desc="training", leave=False)
-    epoch = 0
+        bar = tqdm(total=min(total, max_steps or total), desc="training", leave=False,
+                   initial=hist.steps)
+    bounds = sampler.bounds()
+    value = None
     try:
-        while (epochs is None or epoch < epochs) and (max_steps is None or hist.steps < max_steps):
-            total, count = 0.0, 0
-            order = sampler.order()
-            if on_gpu:
-                order = be.asarray(order)
-            for start, stop in sampler.bounds():
+        while ((epochs is None or pos["epoch"] < epochs)
+               and (max_steps is None or hist.steps < max_steps or pos["order"] is not None)):
+            if pos["order"] is None:
+                pos.update(order=sampler.order(), batch=0, total=0.0, count=0, last=None)
+            order = be.asarray(pos["order"]) if on_gpu else pos["order"]
+            while pos["batch"] < len(bounds):
+                if max_steps is not None and hist.steps >= max_steps:
+                    break
+                start, stop = bounds[pos["batch"]]
                 idx = order[start:stop]
                 value = step_fn(_gather(be, X, idx), _gather(be, y, idx) if on_gpu else y[idx])
                 if value is not None:
                     if not math.isfinite(value) or value > max_loss:
                         raise DivergenceError(hist.steps, value)
-                    total += value * (stop - start)
+                    pos["total"] += value * (stop - start)
                 hist.step_loss.append(value)
-                count += stop - start
+                pos["count"] += stop - start
+                pos["batch"] += 1
+                pos["last"] = value
                 if on_step is not None:
                     on_step(hist.steps - 1, value, model)
                 if bar is not None:
                     bar.update(1)
-                if max_steps is not None and hist.steps >= max_steps:
-                    break
-            seen += count
-            if value is not None:
-                hist.epoch_train_loss.append(total / count)
-            hist.examples_seen.append(seen)
+                if checkpoint_every is not None and hist.steps % checkpoint_every == 0:
+                    save()
+            if pos["batch"] < len(bounds) and pos["count"] == 0:
+                break  # the step budget ran out at an epoch boundary
+            pos["seen"] += pos["count"]
+            if pos["last"] is not None:
+                hist.epoch_train_loss.append(pos["total"] / pos["count"])
+            hist.examples_seen.append(pos["seen"])
             if X_val is not None:
                 vl, va = evaluate(model, loss, X_val, y_val)
                 hist.val_loss.append(vl)
                 hist.val_acc.append(va)
             if callback is not None:
-                callback(epoch, hist)
-            epoch += 1
+                callback(pos["epoch"], hist)
+            pos["epoch"] += 1
+            pos["order"] = None
+            if pos["batch"] < len(bounds):
+                break  # cut short by max_steps
     finally:
         if bar is not None:
             bar.close()
     return hist
+
+
+def _fit_state(hist, sampler, pos):
+    """What ``fit`` needs to continue: history, position, the epoch's order, the stream."""
+    return {
+        "history": {k: list(getattr(hist, k)) for k in (
+            "step_loss", "epoch_train_loss", "val_loss", "val_acc", "examples_seen")},
+        "epoch": pos["epoch"], "batch": pos["batch"], "total": pos["total"],
+        "count": pos["count"], "seen": pos["seen"], "last": pos["last"],
+        "order": None if pos["order"] is None else np.asarray(pos["order"], np.int64),
+        "rng": sampler.rng.bit_generator.state,
+        "n": sampler.n, "batch_size": sampler.batch_size,
+    }
+
+
+def _restore_fit_state(state, hist, sampler, pos, n, path):
+    from .checkpoint import CheckpointError
+
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: the checkpoint holds no fit state (it was not "
+                              "written by fit(checkpoint=...)); load it with "
+                              "ddlib.checkpoint.load instead")
+    if state.get("n") != n or state.get("batch_size") != sampler.batch_size:
+        raise CheckpointError(f"{path}: the checkpoint was written for {state.get('n')} "
+                              f"examples in batches of {state.get('batch_size')}, this fit "
+                              f"has {n} in batches of {sampler.batch_size}")
+    order = state["order"]
+    if order is not None and (np.shape(order) != (n,)):
+        raise CheckpointError(f"{path}: the saved epoch order has shape {np.shape(order)}, "
+                              f"expected ({n},)")
+    rng_state = state["rng"]
+    if rng_state.get("bit_generator") != sampler.rng.bit_generator.state["bit_generator"]:
+        raise CheckpointError(f"{path}: the shuffle was saved from a "
+                              f"{rng_state.get('bit_generator')} generator, this fit uses "
+                              f"{sampler.rng.bit_generator.state['bit_generator']}")
+    sampler.rng.bit_generator.state = rng_state
+    for k, v in state["history"].items():
+        setattr(hist, k, list(v))
+    pos.update(epoch=int(state["epoch"]), batch=int(state["batch"]),
+               total=float(state["total"]), count=int(state["count"]),
+               seen=int(state["seen"]), last=state["last"],
+               order=None if order is None else np.asarray(order, np.int64))

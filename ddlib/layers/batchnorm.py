@@ -239,6 +239,24 @@ class BatchNorm(Layer):
             out[k] = tree_to_host(v)
         return out
 
+    def counters(self):
+        """The layer's integer counters (``batches_seen``, which weights the equal-weight
+        average of ``momentum=None``); ``ddlib.checkpoint`` saves them beside
+        ``state_dict``, which holds only arrays."""
+        return {"batches_seen": int(self.batches_seen)}
+
+    def load_counters(self, counters):
+        """Restore ``counters()``; the keys and a non-negative integer are checked first."""
+        if not isinstance(counters, dict) or set(counters) != {"batches_seen"}:
+            got = sorted(counters) if isinstance(counters, dict) else type(counters).__name__
+            raise ValueError(f"{self.name}: counters must have the key 'batches_seen', "
+                             f"got {got}")
+        n = counters["batches_seen"]
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+            raise ValueError(f"{self.name}: batches_seen must be a non-negative integer, "
+                             f"got {n!r}")
+        self.batches_seen = int(n)
+
     def __repr__(self):
         return (f"{self.name}(d={self.d}, eps={self.eps:g}, momentum={self.momentum}, "
                 f"backward={self.backward_form!r})")

@@ -21,7 +21,15 @@ Example::
 
 from . import second_order  # (Sec. 3.5.6: second-order methods on functions)
 from .averaging import PolyakAverage, average_path
-from .base import NonFiniteGradient, Optimizer, Transform, chain, lr_at, make_counters
+from .base import (
+    NonFiniteGradient,
+    NonFiniteParameter,
+    Optimizer,
+    Transform,
+    chain,
+    lr_at,
+    make_counters,
+)
 from .clipping import ClipState, clip_by_global_norm, clip_by_norm, clip_by_value
 from .rules import (
     RULES,
@@ -57,7 +65,8 @@ from .transforms import AddDecayedWeightsState, add_decayed_weights
 
 __all__ = [
     "RULES", "AdaDeltaState", "AdaGradState", "AdamState", "AddDecayedWeightsState",
-    "ClipState", "DeltaBarDeltaState", "MomentumState", "NonFiniteGradient", "Optimizer",
+    "ClipState", "DeltaBarDeltaState", "MomentumState", "NonFiniteGradient",
+    "NonFiniteParameter", "Optimizer",
     "PolyakAverage", "RMSPropNesterovState", "RMSPropState", "ReduceLROnPlateau",
     "ReduceOnPlateau", "SGDState", "Trajectory", "Transform", "adadelta", "adagrad", "adam",
     "adam_rate", "add_decayed_weights", "average_path", "chain", "clip_by_global_norm",

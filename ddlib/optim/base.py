@@ -54,6 +54,7 @@ from ..backend.arrays import (
     is_device,
     to_host,
     tree_copy_into,
+    tree_leaves,
     tree_to_host,
     zeros,
 )
@@ -84,11 +85,13 @@ EXTRA_ARGS = ("value", "value_and_grad", "value_at", "curvature")
 class NonFiniteGradient(FloatingPointError):
     """A gradient held NaN or inf; names the parameter and the optimizer step.
 
-    No parameter entry ever becomes NaN through the update: the explicit equations check
-    every gradient before touching anything, and a fused kernel leaves each entry whose
-    gradient is NaN or inf as it was.  A fused kernel does update the finite entries of
-    that step in place, though, so after this error treat the model as diverged (reload
-    a checkpoint, lower the rate) rather than as the model before the step.
+    With ``Optimizer.step()`` (``check=True``, the default) the step that raises loses
+    nothing: the parameters, the iterate and the rule's state are restored to what they
+    were before the step (see ``Optimizer.step``), so the model is the one the last good
+    step left and training may go on after lowering the rate or reloading.  With
+    ``step(check=False)`` no parameter entry ever becomes NaN through a NaN gradient (each
+    kernel leaves the entries whose gradient is NaN or inf as they were), but the finite
+    entries of the steps the deferred check covers have been updated in place.
 
     ``step`` is the last step the check covered; when checks were deferred
     (``Optimizer.step(check=False)``), ``first`` is the first step it covered, and the NaN
@@ -105,6 +108,45 @@ class NonFiniteGradient(FloatingPointError):
             f"non-finite gradient in parameter {name!r} {when}; "
             "training stopped here (lower the learning rate or clip the gradients)"
         )
+
+
+class NonFiniteParameter(NonFiniteGradient):
+    """An update with finite gradients made a parameter NaN or inf (an overflow: a rate or
+    a gradient far too large); names the parameter and the optimizer step.
+
+    A subclass of ``NonFiniteGradient`` so that code catching that keeps working.  Raised
+    by ``Optimizer.step()`` (``check=True``) after the parameters and the optimizer state
+    have been restored to their values before the step.
+    """
+
+    def __init__(self, name, step):
+        self.param = name
+        self.step = step
+        self.first = step
+        FloatingPointError.__init__(
+            self,
+            f"parameter {name!r} became non-finite (NaN or inf) at optimizer step {step} "
+            "although its gradient was finite (the update overflowed); the step was undone "
+            "(lower the learning rate or clip the gradients)")
+
+
+def all_finite(x) -> bool:
+    """True when every entry of the array ``x`` is finite.
+
+    On the host one summation is tried first (a NaN or inf entry always makes the sum
+    non-finite; a finite sum proves every entry finite), and the exact entrywise test
+    runs only when the sum is not finite (an overflowing sum of large finite values).  A
+    device array is copied back to the host.
+    """
+    if is_device(x):
+        x = to_host(x)
+    if x.size == 0:
+        return True
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = np.add.reduce(x, axis=None)
+    if np.isfinite(total):
+        return True
+    return bool(np.isfinite(x).all())
 
 
 def make_counters(params):
@@ -292,6 +334,24 @@ class Optimizer:
                need it and call it again at the points they try.
         check: look at the non-finite counters afterwards and raise ``NonFiniteGradient``
                (the default); ``False`` leaves that to a later ``check_finite()``.
+
+        With ``check=True`` a step loses nothing.  Before the update the parameters, the
+        iterate (lookahead rules) and every array of the rule's state are copied into
+        buffers the optimizer keeps (no allocation after the first step); after it, the
+        non-finite counters and every parameter's finiteness are checked (one summation
+        per parameter, see ``all_finite``).  If a gradient held NaN/inf
+        (``NonFiniteGradient``) or the update made a parameter non-finite although the
+        gradients were finite (``NonFiniteParameter``: an overflow, e.g. lr = 1e308),
+        everything is copied back and ``steps`` is not advanced before the error is raised:
+        the model and the optimizer are those of the last good step.  The cost is one copy
+        of the parameters and state and one read of the parameters per step (measured in
+        the issue-13 report with ``python -m benchmarks optim mlp``).
+
+        With ``check=False`` (the deferred GPU path) none of that runs: a NaN/inf gradient
+        entry still never reaches its weight (each kernel skips it and counts it, and
+        ``check_finite()`` reports it later), but the finite entries of the covered steps
+        have been applied, and an overflow of finite values is not detected until the
+        loss shows it.  Reload a checkpoint in that case.
         """
         loss = None
         if closure is not None:
@@ -369,14 +429,51 @@ class Optimizer:
             old = self.nonfinite
             self.nonfinite, self._bad = make_counters(params)
             assign(self.nonfinite, old)
+        if not check:
+            self._apply(params, grads, w)
+            self.steps += 1
+            return
+        saved_state, start = self.state, self.steps
+        saved = self._snapshot(params, saved_state)
+        try:
+            self._apply(params, grads, w)
+            self.steps += 1
+            self.check_finite()
+            for n, p in params.items():
+                if not all_finite(p) or (w is not params and not all_finite(w[n])):
+                    raise NonFiniteParameter(n, self.steps - 1)
+        except BaseException:
+            for src, buf in saved:   # the last good step: parameters and state as they were
+                assign(src, buf)
+            self.state = saved_state
+            self.steps = self._checked = start
+            raise
+
+    def _apply(self, params, grads, w):
         if self.use_fused:
             point = params if self.iterate is not None else None
             self.state = self.rule.fused(get_backend(), w, grads, self.state, self._bad, point)
         else:
             self._explicit_step(params, grads, w)
-        self.steps += 1
-        if check:
-            self.check_finite()
+
+    def _snapshot(self, params, state):
+        """Copy the parameters, the iterate and the state's arrays into kept buffers;
+        returns the (array, buffer) pairs (buffers are made again when the arrays change)."""
+        arrays = list(params.values())
+        if self.iterate is not None:
+            arrays += list(self.iterate.values())
+        arrays += tree_leaves(state)
+        key = [(id(a), tuple(a.shape), np.dtype(a.dtype).str, is_device(a)) for a in arrays]
+        if getattr(self, "_snap_key", None) != key:
+            self._snap_key = key
+            self._snap_bufs = [full_like(a, 0.0) for a in arrays]
+        pairs = list(zip(arrays, self._snap_bufs))
+        for a, buf in pairs:
+            if is_device(a):
+                assign(buf, a)
+            else:
+                np.copyto(buf, a)
+        return pairs
 
     def _explicit_step(self, params, grads, w):
         """The rule's equations on host arrays; a NaN/inf gradient leaves everything as it
@@ -394,9 +491,10 @@ class Optimizer:
                 found = True
         if found:
             return
-        updates, self.state = self.rule.update(grads, self.state, w)
-        for n, u in updates.items():
-            w[n] += u
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported by step
+            updates, self.state = self.rule.update(grads, self.state, w)
+            for n, u in updates.items():
+                w[n] += u
         if self.iterate is not None:
             for n, p in self.rule.lookahead(w, self.state).items():
                 params[n][...] = p

@@ -139,8 +139,25 @@ class ReduceOnPlateau:
             "history": list(self.history)}
 
     def load_state_dict(self, sd):
-        for k, v in sd.items():
-            setattr(self, k, list(v) if k == "history" else v)
+        """Restore a ``state_dict``: the keys and the values' kinds are checked first."""
+        need = {"lr", "best", "bad_epochs", "cooldown_left", "history"}
+        if not isinstance(sd, dict) or set(sd) != need:
+            got = sorted(sd) if isinstance(sd, dict) else type(sd).__name__
+            raise ValueError(f"ReduceOnPlateau state_dict: expected keys {sorted(need)}, "
+                             f"got {got}")
+        lr, best = sd["lr"], sd["best"]
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+            raise ValueError(f"state_dict['lr'] must be a rate > 0, got {lr!r}")
+        if isinstance(best, bool) or not isinstance(best, (int, float)) or math.isnan(best):
+            raise ValueError(f"state_dict['best'] must be a number, got {best!r}")
+        for k in ("bad_epochs", "cooldown_left"):
+            v = sd[k]
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"state_dict[{k!r}] must be a non-negative integer, got {v!r}")
+        history = [tuple(float(x) for x in h) for h in sd["history"]]
+        self.lr, self.best = float(lr), float(best)
+        self.bad_epochs, self.cooldown_left = int(sd["bad_epochs"]), int(sd["cooldown_left"])
+        self.history = history
 
     def __repr__(self):
         return (f"ReduceOnPlateau(lr={self.lr:g}, best={self.best:.4g}, factor={self.factor:g},"
