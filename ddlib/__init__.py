@@ -31,6 +31,7 @@ __all__ = [
 _SUBMODULES = {
     "chapter",
     "checkpoint",
+    "compress",
     "data",
     "device",
     "errors",
