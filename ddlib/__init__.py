@@ -34,6 +34,7 @@ _SUBMODULES = {
     "compress",
     "data",
     "device",
+    "distributed",
     "errors",
     "exercises",
     "gradcheck",
