@@ -50,3 +50,29 @@ def test_cuda_without_gpu_says_why():
 def test_missing_kernel_is_a_clear_attribute_error():
     with pytest.raises(AttributeError, match="has no kernel 'warp_drive'"):
         ddlib.get_backend("numpy").warp_drive
+
+
+
+def test_a_thread_started_later_begins_with_the_default_not_the_callers_choice():
+    """set_backend is per thread (a ContextVar), as its docstring says; copy_context hands
+    the caller's choice to a worker."""
+    import contextvars
+    import threading
+
+    from ddlib.backend import DEFAULT_BACKEND, load_backend
+
+    default = load_backend(DEFAULT_BACKEND).name
+    other = "numpy" if default != "numpy" else "cpu"
+    seen = {}
+
+    def note(key):
+        seen[key] = ddlib.get_backend().name
+
+    with ddlib.use_backend(other):
+        t = threading.Thread(target=note, args=("plain",))
+        t.start()
+        t.join()
+        t = threading.Thread(target=contextvars.copy_context().run, args=(note, "copied"))
+        t.start()
+        t.join()
+    assert seen == {"plain": default, "copied": other}
