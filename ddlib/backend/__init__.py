@@ -249,7 +249,14 @@ def get_backend(name: str | None = None) -> Backend:
 
 
 def set_backend(name: str) -> Backend:
-    """Make ``name`` the current backend for this thread/context and return it."""
+    """Make ``name`` the current backend for this thread/context and return it.
+
+    The choice lives in a ``contextvars.ContextVar``, so it belongs to the calling thread
+    (or asyncio task): a thread started afterwards begins with the process default
+    (``DDLIB_BACKEND``, else "cpu"), not with the caller's choice.  To hand the choice to
+    a worker thread, call ``set_backend``/``use_backend`` inside it, or run its target in
+    a copy of the caller's context (``contextvars.copy_context().run(fn)``).
+    """
     be = load_backend(name)
     _current.set(be.name)
     return be
