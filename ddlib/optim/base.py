@@ -463,9 +463,14 @@ class Optimizer:
         if self.iterate is not None:
             arrays += list(self.iterate.values())
         arrays += tree_leaves(state)
-        key = [(id(a), tuple(a.shape), np.dtype(a.dtype).str, is_device(a)) for a in arrays]
-        if getattr(self, "_snap_key", None) != key:
-            self._snap_key = key
+        # the same array objects as last time (the buffers hold them alive, so an id is
+        # never reused while cached): keep the buffers; anything new makes them again
+        cached = getattr(self, "_snap_arrays", None)
+        if (cached is None or len(cached) != len(arrays)
+                or any(a is not c or a.shape != c_shape for a, c, c_shape in
+                       zip(arrays, cached, self._snap_shapes))):
+            self._snap_arrays = arrays
+            self._snap_shapes = [a.shape for a in arrays]
             self._snap_bufs = [full_like(a, 0.0) for a in arrays]
         pairs = list(zip(arrays, self._snap_bufs))
         for a, buf in pairs:
