@@ -8,9 +8,10 @@ reference every other backend is tested against.  ``cpu`` runs numba ``@njit`` k
 Kernels are grouped in families (``core``: matmul, activations, softmax; ``optim``:
 fused update rules and clipping; ``batchnorm``: normalization; ``loop``: the pieces of a
 training loop that stay beside the data, such as a loss kept in a small array and a row
-gather; ``curvature``: the non-matrix parts of exact Hessian-vector products), each a
-module inside every backend package.  A backend object exposes every
-kernel of every family as an attribute::
+gather; ``curvature``: the non-matrix parts of exact Hessian-vector products;
+``sparse``: compressed weights, a CSR-times-dense product and the hashing trick's
+expansion and bucket sums), each a module inside every backend package.  A backend
+object exposes every kernel of every family as an attribute::
 
     >>> import ddlib
     >>> be = ddlib.get_backend()          # the current one ("cpu" by default)
@@ -40,7 +41,7 @@ from functools import lru_cache
 from .arrays import where
 
 BACKENDS = ("numpy", "cpu", "cuda")
-FAMILIES = ("core", "optim", "batchnorm", "loop", "curvature")
+FAMILIES = ("core", "optim", "batchnorm", "loop", "curvature", "sparse")
 #: what every backend package itself provides (moving data in and out), beside the families
 HELPERS = ("asarray", "to_numpy", "empty", "zeros", "is_native", "synchronize")
 REFERENCE = "numpy_ref"  # the package whose families' __all__ lists are the contract

@@ -4,12 +4,17 @@ storage and inference, a compressed file format, low rank, hashing, mimic models
 Modules: ``prune`` (masks, pruning with retraining), ``share`` (1-D k-means weight
 sharing, centroid fine-tuning), ``coding`` (gap encoding, Huffman) and ``fileformat``
 (``save``/``load`` of one compressed file), ``lowrank`` (truncated-SVD factorization into
-two linear layers) and ``mimic`` (students trained on a teacher's soft targets or logits).
+two linear layers), ``mimic`` (students trained on a teacher's soft targets or logits),
+``sparse`` (CSR storage and ``SparseLinear`` inference through the ``sparse`` kernel family)
+and ``hashed`` (``HashedLinear``, the hashing trick).
 """
 
-from . import coding, lowrank, mimic, prune
+from . import coding, hashed, lowrank, mimic, prune, sparse
 from .fileformat import CompressedFileError, dense_bytes, load, save
+from .hashed import HashedLinear
 from .share import Codebook, finetune, kmeans_1d, share_weights
+from .sparse import CSR, SparseLinear, sparsify
 
-__all__ = ["CompressedFileError", "Codebook", "coding", "dense_bytes", "finetune",
-           "kmeans_1d", "load", "lowrank", "mimic", "prune", "save", "share_weights"]
+__all__ = ["CSR", "CompressedFileError", "Codebook", "HashedLinear", "SparseLinear", "coding",
+           "dense_bytes", "finetune", "hashed", "kmeans_1d", "load", "lowrank", "mimic",
+           "prune", "save", "share_weights", "sparse", "sparsify"]

@@ -1,0 +1,196 @@
+"""Kernels for compressed weights (Sec. 3.7.3): a sparse-times-dense product for pruned
+layers and the two index kernels of the hashing trick.
+
+``csr_matmul`` multiplies a batch by a weight matrix kept in compressed sparse row (CSR)
+form.  The stored matrix A is (m, d) with its rows the layer's *output* units, so it is
+the transpose of ``Linear``'s W (d, m): ``out = x A^T + b`` equals ``x W + b``.  Row o of
+A lists the inputs that unit o still reads after pruning: ``indices[indptr[o]:indptr[o+1]]``
+are their column numbers and ``data`` the same slice holds the weights.
+
+HashedNets (Chen et al. 2015) keeps K real weights w and builds a virtual matrix from
+them through two fixed index arrays of the virtual shape: ``bucket`` (which real weight)
+and ``sign`` (+1 or -1).  ``hash_expand`` builds V = sign * w[bucket]; ``hash_reduce``
+is its adjoint, the gradient of the real weights, gw[k] = sum of sign * gV over the
+positions whose bucket is k (the shared-weight rule of Sec. 3.2.9 with a sign).
+
+Index arrays are integer (int32 or int64); the float arrays of one call share a dtype.
+"""
+
+import numpy as np
+
+from .. import checks as ck
+
+__all__ = ["csr_matmul", "hash_expand", "hash_reduce"]
+
+
+def _need_index(who, name, a, ndim=1):
+    if len(a.shape) != ndim:
+        raise ValueError(f"{who}: {name} must be a {ndim}-D integer array, got shape "
+                         f"{tuple(a.shape)}")
+    if np.dtype(a.dtype).kind not in ("i", "u"):
+        raise TypeError(f"{who}: {name} must be an integer index array (int32 or int64), "
+                        f"got dtype {a.dtype}")
+
+
+def check_csr(who, indptr, indices, data, x, b=None, out=None):
+    """The structure checks every backend's ``csr_matmul`` makes (attribute reads only):
+    returns (n, m, d).
+
+    At batch 1 these checks cost as much as the product, so the common case (everything
+    right) is one chain of compares; only a mismatch runs the checks that word the error.
+    """
+    xs = x.shape
+    if (len(xs) == 2 and len(indptr.shape) == 1 and len(data.shape) == 1
+            and indices.shape == data.shape and indptr.shape[0] >= 1
+            and indptr.dtype.kind in "iu" and indices.dtype.kind in "iu"
+            and x.dtype in ck.FLOATS and data.dtype == x.dtype):
+        m = indptr.shape[0] - 1
+        if ((b is None or (b.shape == (m,) and b.dtype == x.dtype))
+                and (out is None or (out.shape == (xs[0], m) and out.dtype == x.dtype))):
+            return xs[0], m, xs[1]
+    _need_index(who, "indptr", indptr)
+    _need_index(who, "indices", indices)
+    if len(data.shape) != 1:
+        raise ValueError(f"{who}: data must be a 1-D array (one weight per stored entry), "
+                         f"got shape {tuple(data.shape)}")
+    ck.need_2d(who, "x", x)
+    ck.need_float(who, x=x, data=data, b=b, out=out)
+    ck.need_same_dtype(who, "x", x, data=data, b=b, out=out)
+    if indptr.shape[0] < 1:
+        raise ValueError(f"{who}: indptr must hold at least one entry (m + 1 for m rows), "
+                         "got an empty array")
+    ck.need_shape(who, "indices", indices, data.shape,
+                  " (one column number per stored weight in data)")
+    n, d = x.shape
+    m = indptr.shape[0] - 1
+    ck.need_shape(who, "b", b, (m,), " (one bias per row of the sparse matrix)")
+    ck.need_shape(who, "out", out, (n, m), " (batch rows x sparse-matrix rows)")
+    return n, m, d
+
+
+def check_csr_content(who, indptr, indices, nnz, d):
+    """The content checks (one pass over the index arrays): indptr starts at 0, never
+    decreases and ends at nnz; every column number lies in [0, d)."""
+    if int(indptr[0]) != 0 or int(indptr[-1]) != nnz:
+        raise ValueError(f"{who}: indptr must start at 0 and end at len(data) = {nnz}, got "
+                         f"{int(indptr[0])} ... {int(indptr[-1])}")
+    if indptr.shape[0] > 1 and np.any(np.diff(indptr) < 0):
+        raise ValueError(f"{who}: indptr must be non-decreasing (row o's entries are "
+                         "indptr[o]:indptr[o+1])")
+    if nnz and (int(indices.min()) < 0 or int(indices.max()) >= d):
+        bad = int(indices.min()) if int(indices.min()) < 0 else int(indices.max())
+        raise ValueError(f"{who}: indices must lie in [0, {d}) (columns of x), got {bad}")
+
+
+def csr_matmul(indptr, indices, data, x, b=None, out=None):
+    """out = x A^T (+ b) for A (m, d) in CSR form: ``Linear``'s x W + b with W = A^T.
+
+    out[i, o] = b[o] + sum over k in indptr[o]:indptr[o+1] of data[k] * x[i, indices[k]].
+
+    indptr (m + 1,), indices (nnz,) and data (nnz,) describe A; x is (n, d), b (m,) or
+    None, out an optional (n, m) buffer.
+
+    >>> A = np.array([[0.0, 2.0, 0.0], [1.0, 0.0, -1.0]])  # 2 rows (outputs), 3 inputs
+    >>> indptr, indices, data = np.array([0, 1, 3]), np.array([1, 0, 2]), np.array([2.0, 1.0, -1.0])
+    >>> csr_matmul(indptr, indices, data, np.array([[1.0, 2.0, 3.0]]))
+    array([[ 4., -2.]])
+    >>> np.array([[1.0, 2.0, 3.0]]) @ A.T
+    array([[ 4., -2.]])
+    """
+    who = "csr_matmul"
+    n, m, d = check_csr(who, indptr, indices, data, x, b, out)
+    check_csr_content(who, indptr, indices, data.shape[0], d)
+    rows = np.repeat(np.arange(m), np.diff(indptr))
+    A = np.zeros((m, d), dtype=x.dtype)
+    np.add.at(A, (rows, indices), data)  # a repeated column adds, as a sum over k would
+    res = x @ A.T
+    if b is not None:
+        res = res + b
+    res = res.astype(x.dtype, copy=False)
+    if out is not None:
+        out[...] = res
+        return out
+    return res
+
+
+def check_hash(who, bucket, sign, ref_name, ref):
+    """Structure checks shared by the hashing kernels: bucket an integer array, sign a
+    float array of bucket's shape and of the dtype of ``ref`` (w or g)."""
+    if np.dtype(bucket.dtype).kind not in ("i", "u"):
+        raise TypeError(f"{who}: bucket must be an integer array (int32 or int64), got "
+                        f"dtype {bucket.dtype}")
+    ck.need_same_shape(who, "bucket", bucket, sign=sign)
+    ck.need_float(who, **{ref_name: ref, "sign": sign})
+    ck.need_same_dtype(who, ref_name, ref, sign=sign)
+
+
+def need_real_weights(who, w):
+    if len(w.shape) != 1:
+        raise ValueError(f"{who}: w must be a 1-D array (one entry per real weight), "
+                         f"got shape {tuple(w.shape)}")
+
+
+def check_buckets(who, bucket, k):
+    """Every bucket number lies in [0, k) (one pass over bucket)."""
+    if bucket.size:
+        lo, hi = int(bucket.min()), int(bucket.max())
+        if lo < 0 or hi >= k:
+            raise ValueError(f"{who}: bucket entries must lie in [0, {k}) for {k} real "
+                             f"weights, got {lo if lo < 0 else hi}")
+
+
+def hash_expand(w, bucket, sign, out=None):
+    """The virtual weights V = sign * w[bucket] (HashedNets' forward expansion).
+
+    w (K,): the real weights; bucket, sign: arrays of the virtual shape (any shape);
+    out an optional buffer of that shape.
+
+    >>> hash_expand(np.array([1.0, 2.0]), np.array([[0, 1], [1, 1]]),
+    ...             np.array([[1.0, -1.0], [1.0, 1.0]]))
+    array([[ 1., -2.],
+           [ 2.,  2.]])
+    """
+    who = "hash_expand"
+    need_real_weights(who, w)
+    check_hash(who, bucket, sign, "w", w)
+    ck.need_same_shape(who, "bucket", bucket, out=out)
+    ck.need_same_dtype(who, "w", w, out=out)
+    check_buckets(who, bucket, w.shape[0])
+    res = (sign * w[bucket]).astype(w.dtype, copy=False)
+    if out is not None:
+        out[...] = res
+        return out
+    return res
+
+
+def hash_reduce(g, bucket, sign, k, out=None):
+    """The real weights' gradient gw[q] = sum of sign * g over positions with bucket q.
+
+    g: the virtual matrix's gradient (any shape); bucket, sign: of g's shape; k: the
+    number of real weights; out an optional (k,) buffer.  The adjoint of ``hash_expand``:
+    sum(gw * w) equals sum(g * hash_expand(w, bucket, sign)).
+
+    >>> hash_reduce(np.array([[1.0, 1.0], [1.0, 1.0]]), np.array([[0, 1], [1, 1]]),
+    ...             np.array([[1.0, -1.0], [1.0, 1.0]]), 2)
+    array([1., 1.])
+    """
+    who = "hash_reduce"
+    k = need_k(who, k)
+    check_hash(who, bucket, sign, "g", g)
+    ck.need_same_shape(who, "bucket", bucket, g=g)
+    ck.need_shape(who, "out", out, (k,), " (one entry per real weight)")
+    ck.need_same_dtype(who, "g", g, out=out)
+    check_buckets(who, bucket, k)
+    res = np.bincount(bucket.ravel(), weights=(sign * g).ravel().astype(np.float64),
+                      minlength=k).astype(g.dtype)
+    if out is not None:
+        out[...] = res
+        return out
+    return res
+
+
+def need_k(who, k):
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"{who}: k (the number of real weights) must be an integer >= 1, "
+                         f"got {k!r}")
+    return int(k)
