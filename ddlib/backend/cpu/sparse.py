@@ -94,14 +94,31 @@ def _csr_row_dots(indptr, indices, data, x, b, out, o):
     return bad
 
 
-_row_dots_inline, _csr_row_dots = ijit(_csr_row_dots), jit(_csr_row_dots)
+_csr_row_dots = jit(_csr_row_dots)
 
 
 @jit
 def _csr_dots(indptr, indices, data, x, b, out):
+    # one plain loop nest: indexing x[i, j] directly (no row views, no unrolling) lets
+    # LLVM keep everything in registers; measured about twice as fast at batch 1 as the
+    # row-helper form the threaded loop uses
+    n, d = x.shape
+    nnz = data.shape[0]
     bad = 0
     for o in range(out.shape[1]):
-        bad += _row_dots_inline(indptr, indices, data, x, b, out, o)
+        lo, hi = indptr[o], indptr[o + 1]
+        if lo < 0 or hi < lo or hi > nnz:
+            bad += 1
+            lo = hi = 0
+        for i in range(n):
+            s = b[o]
+            for k in range(lo, hi):
+                j = indices[k]
+                if j >= 0 and j < d:
+                    s += data[k] * x[i, j]
+                else:
+                    bad += 1
+            out[i, o] = s
     return bad
 
 
