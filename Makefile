@@ -22,7 +22,7 @@ export HYPOTHESIS_STORAGE_DIRECTORY := $(STATE)/hypothesis
 NBVAL_FLAGS := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
                --nbval-cell-timeout 300 -p no:cacheprovider
 
-.PHONY: setup lab test test-unit test-cudasim test-notebooks ptx-check notebooks bench bench-gpu lint clean
+.PHONY: setup lab test test-unit test-distributed test-cudasim test-notebooks ptx-check notebooks bench bench-gpu lint clean
 
 setup: $(STAMP)
 
@@ -45,6 +45,7 @@ lab: setup
 test: setup
 	@status=0; \
 	$(MAKE) --no-print-directory test-unit || status=1; \
+	$(MAKE) --no-print-directory test-distributed || status=1; \
 	$(MAKE) --no-print-directory test-cudasim || status=1; \
 	$(MAKE) --no-print-directory test-notebooks || status=1; \
 	exit $$status
@@ -52,7 +53,12 @@ test: setup
 # Unit tests and every module's >>> examples (--doctest-modules; conftest.py keeps the cuda
 # backend's examples for the simulator job).
 test-unit: setup
-	$(PY) -m pytest tests ddlib --doctest-modules -q -n 2 -m "not cuda and not gpu and not ptx" -p no:cacheprovider
+	$(PY) -m pytest tests ddlib --doctest-modules -q -n 2 -m "not cuda and not gpu and not ptx" -p no:cacheprovider --ignore=tests/distributed
+
+# The Ray tests (Sec. 3.7.2) in one process: one private loopback Ray for all of them
+# (two xdist workers would start two), stopped at the end; --durations shows their cost.
+test-distributed: setup
+	$(PY) -m pytest tests/distributed -q -p no:cacheprovider --durations=5
 
 # The cuda backend's kernels on numba's CUDA simulator (the variable must be set before
 # numba is imported, hence a separate pytest process).
