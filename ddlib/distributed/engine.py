@@ -35,7 +35,6 @@ SAFE_ENV = {
     "RAY_AUTH_MODE": "disabled",                 # no token file in the home directory
     "RAY_USAGE_STATS_ENABLED": "0",              # no usage report, no ~/.ray config read
     "RAY_DEDUP_LOGS": "0",
-    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
     # on a busy machine the metrics agent can take longer than the default to register,
     # and the raylet then gives up; two minutes is plenty and costs nothing when idle
     "RAY_agent_register_timeout_ms": "120000",

@@ -28,6 +28,7 @@ is started with ``engine.start`` and stopped at the end.
 from __future__ import annotations
 
 import math
+import os
 import uuid
 
 from ..errors import check_int
@@ -144,6 +145,9 @@ def tune_search(objective, space, budget, method="random", seed=None, scheduler=
                 failure_config=tune.FailureConfig(max_failures=max_failures),
                 verbose=0),
         )
+        # Tune's newer console output ignores verbose=0 and prints a table per run; the
+        # classic reporter honours it (a user who set the variable keeps their choice)
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
         grid = tuner.fit()
         return _to_trials(grid, space, method, points, asha, max_resource)
 
