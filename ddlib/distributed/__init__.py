@@ -4,7 +4,8 @@
 join a cluster with ``address=``); see ``engine``.  ``ps`` holds the parameter server
 (data parallelism, synchronous and asynchronous, with 8-bit gradients as an option),
 ``hogwild`` lock-free shared-memory SGD from numba threads (no Ray), ``model_parallel`` a
-hidden layer split across actors, ``tune`` hyperparameter
+hidden layer split across actors, ``simulate`` K asynchronous workers and a cost model
+of synchronous scaling (no Ray), ``tune`` hyperparameter
 parallelism on Ray Tune (``ddlib.tuning``'s spaces, ASHA, retried trials).
 Importing this package does not import Ray; the functions that
 need it do, and a missing Ray raises an ImportError saying how to install it.
@@ -15,9 +16,9 @@ import importlib
 from .engine import INSTALL_HINT, require_ray, session, shutdown, start, state_dir, temp_dir
 
 __all__ = ["INSTALL_HINT", "require_ray", "session", "shutdown", "start", "state_dir",
-           "temp_dir", "engine", "hogwild", "model_parallel", "ps", "tune"]
+           "temp_dir", "engine", "hogwild", "model_parallel", "ps", "simulate", "tune"]
 
-_SUBMODULES = {"engine", "hogwild", "model_parallel", "ps", "tune"}
+_SUBMODULES = {"engine", "hogwild", "model_parallel", "ps", "simulate", "tune"}
 
 
 def __getattr__(name):
