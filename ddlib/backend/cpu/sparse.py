@@ -33,9 +33,8 @@ from .. import checks as ck
 from ..numpy_ref.sparse import (
     check_buckets,
     check_csr,
-    check_hash,
-    need_k,
-    need_real_weights,
+    check_expand_args,
+    check_reduce_args,
 )
 from .core import PARALLEL_MIN, _chunks
 
@@ -237,10 +236,7 @@ def _bad_buckets(who, k):
 
 def hash_expand(w, bucket, sign, out=None):
     who = "hash_expand"
-    need_real_weights(who, w)
-    check_hash(who, bucket, sign, "w", w)
-    ck.need_same_shape(who, "bucket", bucket, out=out)
-    ck.need_same_dtype(who, "w", w, out=out)
+    check_expand_args(who, w, bucket, sign, out)
     ck.need_contiguous(who, out=out)
     w, bucket, sign = _c(w), _c(bucket), _c(sign)
     if out is None:
@@ -298,11 +294,7 @@ def _reduce_par(g, bucket, sign, out, nchunks):
 
 def hash_reduce(g, bucket, sign, k, out=None):
     who = "hash_reduce"
-    k = need_k(who, k)
-    check_hash(who, bucket, sign, "g", g)
-    ck.need_same_shape(who, "bucket", bucket, g=g)
-    ck.need_shape(who, "out", out, (k,), " (one entry per real weight)")
-    ck.need_same_dtype(who, "g", g, out=out)
+    k = check_reduce_args(who, g, bucket, sign, k, out)
     ck.need_contiguous(who, out=out)
     g, bucket, sign = _c(g), _c(bucket), _c(sign)
     if out is None:

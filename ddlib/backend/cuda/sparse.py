@@ -23,7 +23,7 @@ import math
 from numba import cuda
 
 from .. import checks as ck
-from ..numpy_ref.sparse import check_csr, check_hash, need_k, need_real_weights
+from ..numpy_ref.sparse import check_csr, check_expand_args, check_reduce_args
 from .core import _flat, _need_device, fill
 from .launch import TPB_1D, grid_1d, grid_rows_cols
 
@@ -95,10 +95,7 @@ def hash_expand(w, bucket, sign, out=None):
     """Virtual weights sign * w[bucket] (device arrays)."""
     who = "hash_expand"
     _need_device(who, w=w, bucket=bucket, sign=sign, out=out)
-    need_real_weights(who, w)
-    check_hash(who, bucket, sign, "w", w)
-    ck.need_same_shape(who, "bucket", bucket, out=out)
-    ck.need_same_dtype(who, "w", w, out=out)
+    check_expand_args(who, w, bucket, sign, out)
     ck.need_contiguous(who, bucket=bucket, sign=sign, out=out)
     if out is None:
         out = cuda.device_array(bucket.shape, dtype=w.dtype)
@@ -120,12 +117,8 @@ def _reduce(g, bucket, sign, out):
 def hash_reduce(g, bucket, sign, k, out=None):
     """gw[q] = sum of sign * g over bucket q (device arrays; atomic adds)."""
     who = "hash_reduce"
-    k = need_k(who, k)
     _need_device(who, g=g, bucket=bucket, sign=sign, out=out)
-    check_hash(who, bucket, sign, "g", g)
-    ck.need_same_shape(who, "bucket", bucket, g=g)
-    ck.need_shape(who, "out", out, (k,), " (one entry per real weight)")
-    ck.need_same_dtype(who, "g", g, out=out)
+    k = check_reduce_args(who, g, bucket, sign, k, out)
     ck.need_contiguous(who, g=g, bucket=bucket, sign=sign, out=out)
     if out is None:
         out = cuda.device_array(k, dtype=g.dtype)

@@ -124,6 +124,25 @@ def check_hash(who, bucket, sign, ref_name, ref):
     ck.need_same_dtype(who, ref_name, ref, sign=sign)
 
 
+def check_expand_args(who, w, bucket, sign, out):
+    """What every backend's ``hash_expand`` checks first: w 1-D, bucket/sign as
+    ``check_hash`` wants them, out (if given) shaped like bucket with w's dtype."""
+    need_real_weights(who, w)
+    check_hash(who, bucket, sign, "w", w)
+    ck.need_same_shape(who, "bucket", bucket, out=out)
+    ck.need_same_dtype(who, "w", w, out=out)
+
+
+def check_reduce_args(who, g, bucket, sign, k, out):
+    """What every backend's ``hash_reduce`` checks first; returns k as an int."""
+    k = need_k(who, k)
+    check_hash(who, bucket, sign, "g", g)
+    ck.need_same_shape(who, "bucket", bucket, g=g)
+    ck.need_shape(who, "out", out, (k,), " (one entry per real weight)")
+    ck.need_same_dtype(who, "g", g, out=out)
+    return k
+
+
 def need_real_weights(who, w):
     if len(w.shape) != 1:
         raise ValueError(f"{who}: w must be a 1-D array (one entry per real weight), "
@@ -151,10 +170,7 @@ def hash_expand(w, bucket, sign, out=None):
            [ 2.,  2.]])
     """
     who = "hash_expand"
-    need_real_weights(who, w)
-    check_hash(who, bucket, sign, "w", w)
-    ck.need_same_shape(who, "bucket", bucket, out=out)
-    ck.need_same_dtype(who, "w", w, out=out)
+    check_expand_args(who, w, bucket, sign, out)
     check_buckets(who, bucket, w.shape[0])
     res = (sign * w[bucket]).astype(w.dtype, copy=False)
     if out is not None:
@@ -175,11 +191,7 @@ def hash_reduce(g, bucket, sign, k, out=None):
     array([1., 1.])
     """
     who = "hash_reduce"
-    k = need_k(who, k)
-    check_hash(who, bucket, sign, "g", g)
-    ck.need_same_shape(who, "bucket", bucket, g=g)
-    ck.need_shape(who, "out", out, (k,), " (one entry per real weight)")
-    ck.need_same_dtype(who, "g", g, out=out)
+    k = check_reduce_args(who, g, bucket, sign, k, out)
     check_buckets(who, bucket, k)
     res = np.bincount(bucket.ravel(), weights=(sign * g).ravel().astype(np.float64),
                       minlength=k).astype(g.dtype)
