@@ -54,7 +54,7 @@ def test_without_retries_only_the_dying_trial_is_lost(ray_session, tmp_path):
                                max_failures=0, storage_path=str(tmp_path / "tune"))
     assert len(serial) == 8 and len(par.failed) == 1 and len(par) == 7
     lost_params, err = par.failed[0]
-    assert err                                   # the error is reported
+    assert err and err != "None"                 # the trial's error is reported
     kept = [r for r in serial if {k: r[k] for k in ("x", "lr", "c")} != lost_params]
     assert [r["loss"] for r in par] == [r["loss"] for r in kept]
 
