@@ -6,15 +6,9 @@ import numba as nb
 import numpy as np
 
 from .. import checks as ck
-from ..numpy_ref.core import (
-    ACTIVATIONS,
-    IDENTITY,
-    LEAKY_RELU,
-    RELU,
-    SIGMOID,
-    TANH,
-    activation_code,
-)
+from .. import elementwise as _ELEMENTS
+from .elementwise import activation_loops as _activation_loops
+from ..numpy_ref.core import ACTIVATIONS, activation_code
 
 __all__ = [
     "ACTIVATIONS",
@@ -97,66 +91,11 @@ def linear(x, W, b, out=None):
 # --- activations: one forward and one backward kernel per kind -------------------------
 
 
-# One loop per activation with the branch outside it, so each loop vectorizes; values
-# are built from the input's own type (v * 0, v - v + 1) so float32 stays float32.
-# Loops run over range(size) of a slice: a loop index numba knows is non-negative needs
-# no wraparound check, and only then does LLVM vectorize it.
-
-
-@jit
-def _fwd(code, xf, alpha, yf):
-    if code == IDENTITY:
-        for i in range(xf.size):
-            yf[i] = xf[i]
-    elif code == SIGMOID:
-        for i in range(xf.size):
-            v = xf[i]
-            yf[i] = (v - v + 1) / ((v - v + 1) + math.exp(-v))
-    elif code == TANH:
-        for i in range(xf.size):
-            yf[i] = math.tanh(xf[i])
-    elif code == RELU:
-        for i in range(xf.size):
-            v = xf[i]
-            yf[i] = v if v > 0 else v * 0
-    elif code == LEAKY_RELU:
-        for i in range(xf.size):
-            v = xf[i]
-            yf[i] = v if v > 0 else alpha * v
-    else:  # HARDTANH
-        for i in range(xf.size):
-            v = xf[i]
-            one = v - v + 1
-            yf[i] = min(max(v, -one), one)
-
-
-@jit
-def _bwd(code, xf, yf, gf, alpha, of):
-    """of = gf * f'(x); f' read from y = f(x) for sigmoid and tanh."""
-    if code == IDENTITY:
-        for i in range(xf.size):
-            of[i] = gf[i]
-    elif code == SIGMOID:
-        for i in range(xf.size):
-            s = yf[i]
-            of[i] = gf[i] * (s - s * s)
-    elif code == TANH:
-        for i in range(xf.size):
-            t = yf[i]
-            of[i] = gf[i] * (1 - t * t)
-    elif code == RELU:
-        for i in range(xf.size):
-            g = gf[i]
-            of[i] = g if xf[i] > 0 else g * 0
-    elif code == LEAKY_RELU:
-        for i in range(xf.size):
-            g = gf[i]
-            of[i] = g if xf[i] > 0 else g * alpha
-    else:  # HARDTANH
-        for i in range(xf.size):
-            g = gf[i]
-            v = xf[i]
-            of[i] = g if (v > -1 and v < 1) else g * 0
+# The loops come from the element functions of ``backend.elementwise`` (compiled by
+# ``cpu.elementwise``): one loop per activation with the branch on the code outside it,
+# so each loop vectorizes.
+_fwd, _bwd, _ = _activation_loops()
+assert tuple(_ELEMENTS.ACTIVATIONS) == ACTIVATIONS
 
 
 @pjit

@@ -1,5 +1,7 @@
 """Single-pass numba kernels for the optimizer family (equations in ``numpy_ref.optim``).
 
+The update rules' loops are compiled from ``backend.elementwise`` by ``cpu.elementwise``
+(vectorized: see there); the clipping, axpy and averaging kernels are written here.
 Each kernel reads every array once and writes it once, in the arrays' own dtype (float32
 stays float32: the scalars are cast before the call).  An entry whose gradient is NaN or
 inf is left untouched and counted; the compiled loop returns the count, and the wrapper
@@ -15,6 +17,8 @@ import numba as nb
 import numpy as np
 
 from .. import checks as ck
+from ..elementwise import make_steps
+from .elementwise import PARALLEL_MIN, rule_kernel
 
 __all__ = [
     "sgd_step",
@@ -35,16 +39,12 @@ __all__ = [
     "ema_update",
 ]
 
-#: Arrays smaller than this are updated on the calling thread: waking the worker threads
-#: costs tens of microseconds, more than a bias vector or a small matrix takes serially.
-PARALLEL_MIN = 1 << 21
-
-
 def pjit(fn):
     """Compile ``fn`` twice -- parallel and serial -- and pick by the first array's size.
 
     The serial twin is a copy of the function under another qualified name, so numba's
-    on-disk cache keeps the two compilations apart.
+    on-disk cache keeps the two compilations apart.  (The update rules are compiled by
+    ``cpu.elementwise`` instead; this serves the clipping and averaging kernels.)
     """
     par = nb.njit(cache=True, parallel=True)(fn)
     clone = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial",
@@ -61,164 +61,6 @@ def pjit(fn):
 
 # Each flat view gets its own assignment: numba 0.68 silently dropped the writes of a parfor
 # whose views came from one tuple assignment (``wf, vf, gf, pf = w.reshape(-1), ...``).
-
-
-@pjit
-def _sgd(w, g, lr):
-    wf = w.reshape(-1)
-    gf = g.reshape(-1)
-    bad = 0
-    for i in nb.prange(wf.size):
-        gi = gf[i]
-        if math.isfinite(gi):
-            wf[i] -= lr * gi
-        else:
-            bad += 1
-    return bad
-
-
-@pjit
-def _momentum(w, v, g, lr, beta, p, write_p):
-    wf = w.reshape(-1)
-    vf = v.reshape(-1)
-    gf = g.reshape(-1)
-    pf = p.reshape(-1)
-    bad = 0
-    for i in nb.prange(wf.size):
-        gi = gf[i]
-        if math.isfinite(gi):
-            vi = beta * vf[i] - lr * gi
-            wi = wf[i] + vi
-            vf[i] = vi
-            wf[i] = wi
-            if write_p:
-                pf[i] = wi + beta * vi
-        else:
-            bad += 1
-    return bad
-
-
-@pjit
-def _delta_bar_delta(w, bar, gain, g, lr, kappa, keep, theta, one_m_theta):
-    wf = w.reshape(-1)
-    bf = bar.reshape(-1)
-    kf = gain.reshape(-1)
-    gf = g.reshape(-1)
-    bad = 0
-    for i in nb.prange(wf.size):
-        gi = gf[i]
-        if math.isfinite(gi):
-            bi = bf[i]
-            ki = kf[i]
-            agree = bi * gi
-            if agree > 0:
-                ki = ki + kappa
-            elif agree < 0:
-                ki = keep * ki
-            kf[i] = ki
-            wf[i] -= lr * ki * gi
-            bf[i] = one_m_theta * gi + theta * bi
-        else:
-            bad += 1
-    return bad
-
-
-@pjit
-def _adagrad(w, a, g, lr, eps):
-    wf = w.reshape(-1)
-    af = a.reshape(-1)
-    gf = g.reshape(-1)
-    bad = 0
-    for i in nb.prange(wf.size):
-        gi = gf[i]
-        if math.isfinite(gi):
-            ai = af[i] + gi * gi
-            af[i] = ai
-            wf[i] -= lr * gi / (math.sqrt(ai) + eps)
-        else:
-            bad += 1
-    return bad
-
-
-@pjit
-def _rmsprop(w, a, g, lr, rho, one_m_rho, eps):
-    wf = w.reshape(-1)
-    af = a.reshape(-1)
-    gf = g.reshape(-1)
-    bad = 0
-    for i in nb.prange(wf.size):
-        gi = gf[i]
-        if math.isfinite(gi):
-            ai = rho * af[i] + one_m_rho * gi * gi
-            af[i] = ai
-            wf[i] -= lr * gi / (math.sqrt(ai) + eps)
-        else:
-            bad += 1
-    return bad
-
-
-@pjit
-def _rmsprop_nesterov(w, v, a, g, lr, beta, rho, one_m_rho, eps, p, write_p):
-    wf = w.reshape(-1)
-    vf = v.reshape(-1)
-    af = a.reshape(-1)
-    gf = g.reshape(-1)
-    pf = p.reshape(-1)
-    bad = 0
-    for i in nb.prange(wf.size):
-        gi = gf[i]
-        if math.isfinite(gi):
-            ai = rho * af[i] + one_m_rho * gi * gi
-            vi = beta * vf[i] - lr * gi / (math.sqrt(ai) + eps)
-            wi = wf[i] + vi
-            af[i] = ai
-            vf[i] = vi
-            wf[i] = wi
-            if write_p:
-                pf[i] = wi + beta * vi
-        else:
-            bad += 1
-    return bad
-
-
-@pjit
-def _adadelta(w, a, d, g, lr, rho, one_m_rho, eps):
-    wf = w.reshape(-1)
-    af = a.reshape(-1)
-    df = d.reshape(-1)
-    gf = g.reshape(-1)
-    bad = 0
-    for i in nb.prange(wf.size):
-        gi = gf[i]
-        if math.isfinite(gi):
-            ai = rho * af[i] + one_m_rho * gi * gi
-            dw = -math.sqrt(df[i] + eps) / math.sqrt(ai + eps) * gi
-            af[i] = ai
-            df[i] = rho * df[i] + one_m_rho * dw * dw
-            wf[i] += lr * dw
-        else:
-            bad += 1
-    return bad
-
-
-@pjit
-def _adam(w, f, a, g, lr_t, rho_f, one_m_rho_f, rho, one_m_rho, eps):
-    wf = w.reshape(-1)
-    ff = f.reshape(-1)
-    af = a.reshape(-1)
-    gf = g.reshape(-1)
-    bad = 0
-    for i in nb.prange(wf.size):
-        gi = gf[i]
-        if math.isfinite(gi):
-            ai = rho * af[i] + one_m_rho * gi * gi
-            fi = rho_f * ff[i] + one_m_rho_f * gi
-            af[i] = ai
-            ff[i] = fi
-            wf[i] -= lr_t * fi / (math.sqrt(ai) + eps)
-        else:
-            bad += 1
-    return bad
 
 
 @pjit
@@ -303,62 +145,8 @@ def _report(n_bad, bad):
     return None
 
 
-def sgd_step(w, g, lr, bad=None):
-    ck.need_step("sgd_step", w, g, bad)
-    return _report(_sgd(w, g, w.dtype.type(lr)), bad)
-
-
-def momentum_step(w, v, g, lr, beta, bad=None):
-    ck.need_step("momentum_step", w, g, bad, v=v)
-    t = w.dtype.type
-    return _report(_momentum(w, v, g, t(lr), t(beta), w, False), bad)
-
-
-def nesterov_step(w, v, g, lr, beta, point=None, bad=None):
-    ck.need_step("nesterov_step", w, g, bad, v=v, point=point)
-    t = w.dtype.type
-    p = w if point is None else point
-    return _report(_momentum(w, v, g, t(lr), t(beta), p, point is not None), bad)
-
-
-def delta_bar_delta_step(w, bar, gain, g, lr, kappa, phi, theta, bad=None):
-    ck.need_step("delta_bar_delta_step", w, g, bad, bar=bar, gain=gain)
-    t = w.dtype.type
-    return _report(_delta_bar_delta(w, bar, gain, g, t(lr), t(kappa), t(1 - phi), t(theta),
-                                    t(1 - theta)), bad)
-
-
-def adagrad_step(w, a, g, lr, eps, bad=None):
-    ck.need_step("adagrad_step", w, g, bad, a=a)
-    t = w.dtype.type
-    return _report(_adagrad(w, a, g, t(lr), t(eps)), bad)
-
-
-def rmsprop_step(w, a, g, lr, rho, eps, bad=None):
-    ck.need_step("rmsprop_step", w, g, bad, a=a)
-    t = w.dtype.type
-    return _report(_rmsprop(w, a, g, t(lr), t(rho), t(1 - rho), t(eps)), bad)
-
-
-def rmsprop_nesterov_step(w, v, a, g, lr, beta, rho, eps, point=None, bad=None):
-    ck.need_step("rmsprop_nesterov_step", w, g, bad, v=v, a=a, point=point)
-    t = w.dtype.type
-    p = w if point is None else point
-    return _report(_rmsprop_nesterov(w, v, a, g, t(lr), t(beta), t(rho), t(1 - rho), t(eps),
-                                     p, point is not None), bad)
-
-
-def adadelta_step(w, a, d, g, lr, rho, eps, bad=None):
-    ck.need_step("adadelta_step", w, g, bad, a=a, d=d)
-    t = w.dtype.type
-    return _report(_adadelta(w, a, d, g, t(lr), t(rho), t(1 - rho), t(eps)), bad)
-
-
-def adam_step(w, f, a, g, lr_t, rho_f, rho, eps, bad=None):
-    ck.need_step("adam_step", w, g, bad, f=f, a=a)
-    t = w.dtype.type
-    return _report(_adam(w, f, a, g, t(lr_t), t(rho_f), t(1 - rho_f), t(rho), t(1 - rho),
-                         t(eps)), bad)
+# sgd_step, momentum_step, ..., adam_step: generated from backend.elementwise.RULES
+globals().update(make_steps(rule_kernel, _report, __name__))
 
 
 def clip_value(g, lo, hi):

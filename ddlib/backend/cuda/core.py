@@ -14,16 +14,10 @@ from numba import cuda, float64
 
 from .. import checks as ck
 from ..arrays import is_device
-from ..numpy_ref.core import (
-    ACTIVATIONS,
-    IDENTITY,
-    LEAKY_RELU,
-    RELU,
-    SIGMOID,
-    TANH,
-    activation_code,
-)
+from .. import elementwise as _ELEMENTS
+from ..numpy_ref.core import ACTIVATIONS, activation_code
 from . import matmul as _mm
+from .elementwise import activation_functions as _activation_functions
 from .launch import TPB_1D, grid_1d, grid_rows_cols
 
 __all__ = [
@@ -133,34 +127,10 @@ def linear(x, W, b, out=None):
     return bias_add(out, b, out=out)
 
 
-@cuda.jit(device=True)
-def _f(code, v, alpha):
-    if code == IDENTITY:
-        return v
-    if code == SIGMOID:
-        return 1.0 / (1.0 + math.exp(-v))
-    if code == TANH:
-        return math.tanh(v)
-    if code == RELU:
-        return v if v > 0 else 0.0
-    if code == LEAKY_RELU:
-        return v if v > 0 else alpha * v
-    return min(max(v, -1.0), 1.0)  # HARDTANH
-
-
-@cuda.jit(device=True)
-def _df(code, v, y, alpha):
-    if code == IDENTITY:
-        return 1.0
-    if code == SIGMOID:
-        return y * (1.0 - y)
-    if code == TANH:
-        return 1.0 - y * y
-    if code == RELU:
-        return 1.0 if v > 0 else 0.0
-    if code == LEAKY_RELU:
-        return 1.0 if v > 0 else alpha
-    return 1.0 if (v > -1.0 and v < 1.0) else 0.0  # HARDTANH
+# f(v) and g f'(v) for every activation, from the element functions of
+# ``backend.elementwise`` (compiled by ``cuda.elementwise``)
+_f, _act_b = _activation_functions()
+assert tuple(_ELEMENTS.ACTIVATIONS) == ACTIVATIONS
 
 
 @cuda.jit
@@ -174,7 +144,7 @@ def _fwd(code, x, alpha, y):
 def _bwd(code, x, y, g, alpha, out):
     i = cuda.grid(1)
     if i < x.size:
-        out[i] = g[i] * _df(code, x[i], y[i], alpha)
+        out[i] = _act_b(code, g[i], x[i], y[i], alpha)
 
 
 _code = activation_code
@@ -275,7 +245,7 @@ def _bwd_colsum(code, x, y, g, alpha, out, db):
     acc = 0.0
     if j < x.shape[1]:
         for i in range(cuda.threadIdx.y, x.shape[0], _CS_Y):
-            out[i, j] = g[i, j] * _df(code, x[i, j], y[i, j], alpha)
+            out[i, j] = _act_b(code, g[i, j], x[i, j], y[i, j], alpha)
             acc += out[i, j]  # the stored (rounded) value, as col_sum would read it
     _finish_col_sum(acc, j, x.shape[1], db)
 

@@ -1,5 +1,8 @@
 """numba.cuda kernels for the optimizer family: one thread per parameter, one pass.
 
+The update rules' kernels are generated from ``backend.elementwise`` by
+``cuda.elementwise``; the clipping, norm and averaging kernels are written here.
+
 Equations in ``numpy_ref.optim``.  An entry whose gradient is NaN/inf is left untouched
 and counted with an atomic add into the caller's counter ``bad`` (a (1,) int64 device
 array, usually a slice of ``Optimizer``'s counters): nothing comes back to the host, so a
@@ -14,7 +17,9 @@ from numba import cuda, float64
 
 from .. import checks as ck
 from ..arrays import is_device
+from ..elementwise import RULES, make_steps
 from .core import block_sum, fill
+from .elementwise import rule_kernel
 from .launch import TPB_1D, grid_1d
 
 __all__ = [
@@ -37,128 +42,6 @@ __all__ = [
 ]
 
 COUNTER = np.int64  # dtype of the non-finite counters (an epoch's worth cannot overflow)
-
-
-@cuda.jit
-def _sgd(w, g, lr, bad):
-    i = cuda.grid(1)
-    if i < w.size:
-        gi = g[i]
-        if math.isfinite(gi):
-            w[i] -= lr * gi
-        else:
-            cuda.atomic.add(bad, 0, 1)
-
-
-@cuda.jit
-def _momentum(w, v, g, lr, beta, p, write_p, bad):
-    i = cuda.grid(1)
-    if i < w.size:
-        gi = g[i]
-        if math.isfinite(gi):
-            vi = beta * v[i] - lr * gi
-            wi = w[i] + vi
-            v[i] = vi
-            w[i] = wi
-            if write_p:
-                p[i] = wi + beta * vi
-        else:
-            cuda.atomic.add(bad, 0, 1)
-
-
-@cuda.jit
-def _delta_bar_delta(w, bar, gain, g, lr, kappa, keep, theta, one_m_theta, bad):
-    i = cuda.grid(1)
-    if i < w.size:
-        gi = g[i]
-        if math.isfinite(gi):
-            bi = bar[i]
-            ki = gain[i]
-            agree = bi * gi
-            if agree > 0:
-                ki = ki + kappa
-            elif agree < 0:
-                ki = keep * ki
-            gain[i] = ki
-            w[i] -= lr * ki * gi
-            bar[i] = one_m_theta * gi + theta * bi
-        else:
-            cuda.atomic.add(bad, 0, 1)
-
-
-@cuda.jit
-def _adagrad(w, a, g, lr, eps, bad):
-    i = cuda.grid(1)
-    if i < w.size:
-        gi = g[i]
-        if math.isfinite(gi):
-            ai = a[i] + gi * gi
-            a[i] = ai
-            w[i] -= lr * gi / (math.sqrt(ai) + eps)
-        else:
-            cuda.atomic.add(bad, 0, 1)
-
-
-@cuda.jit
-def _rmsprop(w, a, g, lr, rho, one_m_rho, eps, bad):
-    i = cuda.grid(1)
-    if i < w.size:
-        gi = g[i]
-        if math.isfinite(gi):
-            ai = rho * a[i] + one_m_rho * gi * gi
-            a[i] = ai
-            w[i] -= lr * gi / (math.sqrt(ai) + eps)
-        else:
-            cuda.atomic.add(bad, 0, 1)
-
-
-@cuda.jit
-def _rmsprop_nesterov(w, v, a, g, lr, beta, rho, one_m_rho, eps, p, write_p, bad):
-    i = cuda.grid(1)
-    if i < w.size:
-        gi = g[i]
-        if math.isfinite(gi):
-            ai = rho * a[i] + one_m_rho * gi * gi
-            vi = beta * v[i] - lr * gi / (math.sqrt(ai) + eps)
-            wi = w[i] + vi
-            a[i] = ai
-            v[i] = vi
-            w[i] = wi
-            if write_p:
-                p[i] = wi + beta * vi
-        else:
-            cuda.atomic.add(bad, 0, 1)
-
-
-@cuda.jit
-def _adadelta(w, a, d, g, lr, rho, one_m_rho, eps, bad):
-    i = cuda.grid(1)
-    if i < w.size:
-        gi = g[i]
-        if math.isfinite(gi):
-            ai = rho * a[i] + one_m_rho * gi * gi
-            di = d[i]
-            dw = -math.sqrt(di + eps) / math.sqrt(ai + eps) * gi
-            a[i] = ai
-            d[i] = rho * di + one_m_rho * dw * dw
-            w[i] += lr * dw
-        else:
-            cuda.atomic.add(bad, 0, 1)
-
-
-@cuda.jit
-def _adam(w, f, a, g, lr_t, rho_f, one_m_rho_f, rho, one_m_rho, eps, bad):
-    i = cuda.grid(1)
-    if i < w.size:
-        gi = g[i]
-        if math.isfinite(gi):
-            ai = rho * a[i] + one_m_rho * gi * gi
-            fi = rho_f * f[i] + one_m_rho_f * gi
-            a[i] = ai
-            f[i] = fi
-            w[i] -= lr_t * fi / (math.sqrt(ai) + eps)
-        else:
-            cuda.atomic.add(bad, 0, 1)
 
 
 @cuda.jit
@@ -275,63 +158,26 @@ def _launch(kernel, w, *args, bad=None):
     return bool(bad.copy_to_host()[0]) if own else None
 
 
-def sgd_step(w, g, lr, bad=None):
-    ck.need_step("sgd_step", w, g, bad)
-    return _launch(_sgd, w, _f(w), _f(g), w.dtype.type(lr), bad=bad)
+class _RuleLaunch:
+    """A rule's generated grid kernel (``cuda.elementwise``) behind the step's calling
+    convention ``k(w, *state, g, *scalars, p, bad)``."""
+
+    def __init__(self, name, write_point):
+        self.kernel = rule_kernel(name, write_point)
+        self.n_arrays = len(RULES[name].state) + 1  # the state and g
+
+    def __call__(self, w, *args):
+        n = self.n_arrays
+        arrays, scalars, p, bad = args[:n], args[n:-2], args[-2], args[-1]
+        return _launch(self.kernel, w, _f(w), *map(_f, arrays), *scalars, _f(p), bad=bad)
 
 
-def momentum_step(w, v, g, lr, beta, bad=None):
-    ck.need_step("momentum_step", w, g, bad, v=v)
-    t = w.dtype.type
-    return _launch(_momentum, w, _f(w), _f(v), _f(g), t(lr), t(beta), _f(w), False, bad=bad)
+def _passthrough(result, bad):
+    return result
 
 
-def nesterov_step(w, v, g, lr, beta, point=None, bad=None):
-    ck.need_step("nesterov_step", w, g, bad, v=v, point=point)
-    t = w.dtype.type
-    p = w if point is None else point
-    return _launch(_momentum, w, _f(w), _f(v), _f(g), t(lr), t(beta), _f(p), point is not None,
-                   bad=bad)
-
-
-def delta_bar_delta_step(w, bar, gain, g, lr, kappa, phi, theta, bad=None):
-    ck.need_step("delta_bar_delta_step", w, g, bad, bar=bar, gain=gain)
-    t = w.dtype.type
-    return _launch(_delta_bar_delta, w, _f(w), _f(bar), _f(gain), _f(g), t(lr), t(kappa),
-                   t(1 - phi), t(theta), t(1 - theta), bad=bad)
-
-
-def adagrad_step(w, a, g, lr, eps, bad=None):
-    ck.need_step("adagrad_step", w, g, bad, a=a)
-    t = w.dtype.type
-    return _launch(_adagrad, w, _f(w), _f(a), _f(g), t(lr), t(eps), bad=bad)
-
-
-def rmsprop_step(w, a, g, lr, rho, eps, bad=None):
-    ck.need_step("rmsprop_step", w, g, bad, a=a)
-    t = w.dtype.type
-    return _launch(_rmsprop, w, _f(w), _f(a), _f(g), t(lr), t(rho), t(1 - rho), t(eps), bad=bad)
-
-
-def rmsprop_nesterov_step(w, v, a, g, lr, beta, rho, eps, point=None, bad=None):
-    ck.need_step("rmsprop_nesterov_step", w, g, bad, v=v, a=a, point=point)
-    t = w.dtype.type
-    p = w if point is None else point
-    return _launch(_rmsprop_nesterov, w, _f(w), _f(v), _f(a), _f(g), t(lr), t(beta), t(rho),
-                   t(1 - rho), t(eps), _f(p), point is not None, bad=bad)
-
-
-def adadelta_step(w, a, d, g, lr, rho, eps, bad=None):
-    ck.need_step("adadelta_step", w, g, bad, a=a, d=d)
-    t = w.dtype.type
-    return _launch(_adadelta, w, _f(w), _f(a), _f(d), _f(g), t(lr), t(rho), t(1 - rho), t(eps), bad=bad)
-
-
-def adam_step(w, f, a, g, lr_t, rho_f, rho, eps, bad=None):
-    ck.need_step("adam_step", w, g, bad, f=f, a=a)
-    t = w.dtype.type
-    return _launch(_adam, w, _f(w), _f(f), _f(a), _f(g), t(lr_t), t(rho_f), t(1 - rho_f),
-                   t(rho), t(1 - rho), t(eps), bad=bad)
+# sgd_step, momentum_step, ..., adam_step: generated from backend.elementwise.RULES
+globals().update(make_steps(_RuleLaunch, _passthrough, __name__))
 
 
 def clip_value(g, lo, hi):
