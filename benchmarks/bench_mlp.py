@@ -1,7 +1,10 @@
 """One MLP training step (forward, backward, momentum SGD) on each CPU backend vs plain NumPy.
 
 Workloads from the foundation issue: 784-512-512-10 at batch 128 and 64-256-256-10 at
-batch 64, ReLU, softmax cross-entropy, float32.  Target: cpu backend <= 0.8 x NumPy.
+batch 64, ReLU, softmax cross-entropy, float32.  Targets (issue 14): the cpu backend's
+step <= 0.92 x the plain-NumPy step for both, and <= 1.08 x the products-plus-update
+floor for the large one.  (The foundation's "<= 0.8 x NumPy" could not be reached: the
+matrix products alone take about 0.7 x the NumPy step on a 2-core machine.)
 All variants are timed in alternating rounds (``timing.interleaved``), best round kept.
 
 Three yardsticks sit beside the reference: the step's matrix products alone (no backend
@@ -107,6 +110,12 @@ def run():
             if variant == "cpu kernels, no objects":
                 row["note"] = "bound for the cpu backend"
             if variant == "ddlib backend=cpu":
-                row.update(target="<= 0.8", ok=t / t_ref <= 0.8)
+                row.update(target="<= 0.92", ok=bool(t / t_ref <= 0.92))
             rows.append(row)
+            if variant == "ddlib backend=cpu" and sizes[0] == 784:
+                floor = times["products + momentum update"]
+                rows.append(dict(workload=name, variant="ddlib cpu vs products+update",
+                                 seconds=t, ratio=t / floor,
+                                 reference="products + momentum update",
+                                 target="<= 1.08", ok=bool(t / floor <= 1.08)))
     return rows

@@ -1,14 +1,17 @@
 """The cpu backend's elementwise loops compile to SIMD code on the CPU the tests run on.
 
-Reads the LLVM IR numba produces for the float32 loops (compiled afresh: numba cannot show
+Reads the LLVM IR numba produces for the float32 loops (the rules' plain block loops,
+the non-finite count that decides between the plain and the guarded loop, activations) (compiled afresh: numba cannot show
 the IR of cached code) and asks for 8-wide or wider float vectors: ``<8 x float>`` on
 AVX2, ``<16 x float>`` on AVX-512.  A change that makes a loop scalar again (a store
-inside ``if isfinite``, an int64 counter, a division without ``error_model='numpy'``)
+inside ``if isfinite`` in the plain loop, an int64 counter, a division without
+``error_model='numpy'``)
 fails here, whatever the machine.
 """
 
 import re
 
+import numba as nb
 import numpy as np
 import pytest
 
@@ -39,23 +42,38 @@ def test_float32_rule_loops_are_vectorized(name, write_point):
     k = CE.RuleKernel(name, write_point, cache=False)
     arrays, scalars, p = _rule_args(name, 1000, write_point)
     w, *rest = arrays
-    assert k.serial(w, *rest, *scalars, p) == 0
-    assert k.parallel(w, *rest, *scalars, p, 2) == 0
-    for d in (k.serial, k.parallel):
-        assert WIDE.search(_ir(d)), f"{name}: {d.__name__} has no 8-wide float vectors"
+    k.plain(w, *rest, *scalars, p)
+    assert WIDE.search(_ir(k.plain)), f"{name}: the plain loop has no 8-wide float vectors"
 
 
-def test_the_select_keeps_entries_with_a_nonfinite_gradient_bit_for_bit():
+def test_the_nonfinite_count_is_vectorized():
+    count = nb.njit(error_model="numpy")(CE.count_nonfinite.py_func)
+    x = np.ones(100, np.float32)
+    x[[3, 50]] = [np.nan, -np.inf]
+    assert count(x) == 2
+    assert WIDE.search(_ir(count))
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_a_nonfinite_gradient_leaves_its_entries_and_only_they_take_the_slow_path(parallel):
+    n = 5 * CE.BLOCK + 7
     k = CE.RuleKernel("adam", False, cache=False)
-    (w, f, a, g), scalars, p = _rule_args("adam", 37, False)
-    w[:] = np.linspace(-1, 1, 37, dtype=np.float32)
+    (w, f, a, g), scalars, p = _rule_args("adam", n, False)
+    w[:] = np.linspace(-1, 1, n, dtype=np.float32)
     g[:] = 0.25
-    g[[0, 8, 36]] = [np.nan, np.inf, -np.inf]
+    bad_at = [0, CE.BLOCK + 8, n - 1]   # in the first, second and last block
+    g[bad_at] = [np.nan, np.inf, -np.inf]
     before = w.copy(), f.copy(), a.copy()
-    assert k.serial(w, f, a, g, *scalars, w) == 3
-    for new, old in zip((w, f, a), before):
-        np.testing.assert_array_equal(new[[0, 8, 36]], old[[0, 8, 36]])
-        assert not np.array_equal(np.delete(new, [0, 8, 36]), np.delete(old, [0, 8, 36]))
+    got = k.parallel(w, f, a, g, *scalars, w, 3) if parallel else k.serial(w, f, a, g,
+                                                                          *scalars, w)
+    assert got == 3
+    # the reference result: the guarded loop over the whole array
+    want = [x.copy() for x in before]
+    k.guarded(*want, g, *scalars, want[0])
+    for new, old, ref in zip((w, f, a), before, want):
+        np.testing.assert_array_equal(new[bad_at], old[bad_at])
+        np.testing.assert_array_equal(new, ref)
+        assert (np.delete(new, bad_at) != np.delete(old, bad_at)).all()
 
 
 @pytest.mark.parametrize("kind", ["identity", "relu", "leaky_relu", "hardtanh"])

@@ -46,15 +46,8 @@ SIGNATURES = {
     "matmul._TILED_NT": "MMM",
     "matmul._BLOCKED_TN": "MMM",
     "matmul._BLOCKED_NT": "MMM",
-    # the non-finite counters (``bad``) are int64: L
-    "optim._sgd": "AASL",
-    "optim._momentum": "AAASSABL",
-    "optim._delta_bar_delta": "AAAASSSSSL",
-    "optim._adagrad": "AAASSL",
-    "optim._rmsprop": "AAASSSSL",
-    "optim._rmsprop_nesterov": "AAAASSSSSABL",
-    "optim._adadelta": "AAAASSSSL",
-    "optim._adam": "AAAASSSSSSL",
+    # the non-finite counters (``bad``) are int64: L; the update rules' generated kernels
+    # list their own types in cuda/optim.py's PTX_SIGNATURES
     "optim._clip_value": "ASSLL",
     "optim._axpy": "ASAL",
     "optim._sum_squares": "AD",

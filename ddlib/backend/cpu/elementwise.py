@@ -1,19 +1,22 @@
 """The cpu compilation of ``backend.elementwise``: each element function inlined into loops.
 
-For every rule two loops are generated from one template: a serial one (arrays below
-``PARALLEL_MIN`` entries, where waking the worker threads costs more than the work) and a
-parallel one that splits the arrays into a few chunks per thread and runs the serial loop
-on each chunk.  The activations get one serial loop per kind, forward and backward, and
+For every rule the loops are generated from one template: a plain and a guarded loop over
+one block (below), a serial driver that walks the blocks (arrays below ``PARALLEL_MIN``
+entries, where waking the worker threads costs more than the work) and a parallel one
+that splits the arrays into a few chunks per thread and runs the serial driver on each.  The activations get one serial loop per kind, forward and backward, and
 ``act_forward``/``act_backward`` pick the loop outside it, so each loop body is branch-free.
 
-Vectorization.  A loop body that stores only inside ``if isfinite(g)`` and counts the
-others in an int64 is not vectorized at full width by LLVM on AVX2 (no masked stores; the
-int64 counter halves the lanes).  Here every value is computed unconditionally and then
-selected (``w_new if ok else w``), and the non-finite entries are counted in an int32
-(each chunk holds fewer than 2**31 entries), so the float32 Adam and momentum loops
-compile to ``<8 x float>`` code on AVX2 and wider on AVX-512.  The result is the same as
-the branchy loop: an entry with a NaN/inf gradient keeps its value, bit for bit.
-``tests/backend/test_vectorized.py`` reads the LLVM IR and fails if that regresses.
+Vectorization, keeping the promise that an entry with a NaN/inf gradient is left as it
+was and counted.  A loop that stores only inside ``if isfinite(g)`` does not vectorize on
+AVX2 (no masked stores); a "compute, then select the old value" loop does, but LLVM turns
+the select back into a masked store (``vmaskmovps``), microcoded and about 4x slower than
+plain stores on AMD Zen.  So each array is walked in blocks of ``BLOCK`` entries: a
+vectorized read-only pass counts the block's non-finite gradient entries, and then the
+block is updated by the plain loop (every store unconditional, full-width SIMD) when the
+count is zero, or by the guarded loop when it is not.  The second read of the block's
+gradient hits the L1 cache, and a NaN costs only its block the slow path.  The result is
+bit for bit that of the guarded loop.  ``tests/backend/test_vectorized.py`` reads the
+LLVM IR of the float32 plain loops and of the count and fails if they become scalar.
 
 Why source templates rather than closures: numba keys a closure's cache entry by the
 pickled closure cells, and a pickled dispatcher carries a per-process id, so closures over
@@ -23,6 +26,7 @@ cache works, and goes stale when the element functions change) and whose names a
 """
 
 import math
+import os
 
 import numba as nb
 import numpy as np
@@ -35,13 +39,29 @@ from .. import elementwise as E
 #: serial ones between 2**18 and 2**19 entries (momentum at 670k: 0.39 ms against 0.75).
 PARALLEL_MIN = 1 << 19
 
-#: Entries per chunk at most: the chunk loops count in int32.
+#: Entries per chunk at most (the chunks' counts stay well inside int32).
 _MAX_CHUNK = 1 << 30
 
-_FILE = E.__file__
+#: Entries per block: a block of the gradient is checked, then updated while it is still
+#: in the L1 cache (4096 float32 = 16 KiB; 32 KiB in float64).
+BLOCK = 4096
+
+# numba's cache goes stale when the function's source file changes; the generated loops
+# depend on two files (the element functions and the templates here), so they name
+# whichever was changed last, and an edit to either compiles them again
+_FILE = max([E.__file__, __file__], key=os.path.getmtime)
 # error_model="numpy": a division by zero gives inf/NaN as in NumPy instead of raising,
 # which removes the zero test numba puts before every division (it blocks vectorization)
 _inline = nb.njit(inline="always", error_model="numpy")
+
+
+@nb.njit(cache=True, error_model="numpy")
+def count_nonfinite(x):
+    """How many entries of the 1-D array x are NaN or inf (a vectorized int32 count)."""
+    c = np.int32(0)
+    for i in range(x.size):
+        c = np.int32(c + np.int32(not math.isfinite(x[i])))
+    return c
 
 
 def chunks(n):
@@ -61,32 +81,44 @@ def _compile(src, env, names):
 
 
 def _rule_source(name, rule, write_point):
-    """Serial and parallel loop sources for one rule (see the module docstring)."""
+    """Block, serial and parallel loop sources for one rule (see the module docstring)."""
     tag = f"{name}_point" if write_point else name
     st = [f"s{k}" for k in range(len(rule.state))]
     n_sc = len(rule.prepare(*([0.5] * len(rule.hyper))))
     sc = [f"h{k}" for k in range(n_sc)]
-    arrays = ["w", *st, "g", "p"]
     sig = ", ".join(["w", *st, "g", *sc, "p"])
-    flat = "".join(f"    {a}f = {a}.reshape(-1)\n" for a in arrays)  # one assignment each
-    elem_args = ", ".join(["wf[i]", *(f"{s}f[i]" for s in st), "gi", *sc])
-    stores = []
-    if write_point:
-        stores.append(f"        pf[i] = r[{1 + len(st)}] if ok else pf[i]\n")
-    stores += [f"        {a}f[i] = r[{k}] if ok else {a}f[i]\n"
-               for k, a in enumerate(["w", *st])]
+    elem_args = ", ".join(["w[i]", *(f"{s}[i]" for s in st), "g[i]", *sc])
+    outs = ["w", *st] + (["p"] if write_point else [])
+    idx = list(range(1 + len(st))) + ([1 + len(st)] if write_point else [])
+    plain = "".join(f"        {a}[i] = r[{k}]\n" for a, k in zip(outs, idx))
+    guarded = "".join(f"            {a}[i] = r[{k}]\n" for a, k in zip(outs, idx))
+    blocks = (
+        # every entry finite: store unconditionally (this is the loop that vectorizes)
+        f"def _plain_{tag}({sig}):\n"
+        f"    for i in range(w.size):\n"
+        f"        r = elem({elem_args})\n{plain}"
+        # some entry is not: the entries with a NaN/inf gradient are left untouched
+        f"def _guarded_{tag}({sig}):\n"
+        f"    for i in range(w.size):\n"
+        f"        if math.isfinite(g[i]):\n"
+        f"            r = elem({elem_args})\n{guarded}"
+    )
+    flat = "".join(f"    {a}f = {a}.reshape(-1)\n" for a in ["w", *st, "g", "p"])
+    sliced = ", ".join([*(f"{a}f[lo:hi]" for a in ["w", *st, "g"]), *sc, "pf[lo:hi]"])
     serial = (
         f"def _serial_{tag}({sig}):\n{flat}"
-        f"    bad = np.int32(0)\n"
-        f"    for i in range(wf.size):\n"
-        f"        gi = gf[i]\n"
-        f"        ok = math.isfinite(gi)\n"
-        f"        r = elem({elem_args})\n"
-        + "".join(stores) +
-        f"        bad = np.int32(bad + np.int32(not ok))\n"
+        f"    n = wf.size\n"
+        f"    bad = 0\n"
+        f"    for lo in range(0, n, {BLOCK}):\n"
+        f"        hi = min(lo + {BLOCK}, n)\n"
+        f"        k = count_nonfinite(gf[lo:hi])\n"
+        f"        if k == 0:\n"
+        f"            _plain_{tag}({sliced})\n"
+        f"        else:\n"
+        f"            _guarded_{tag}({sliced})\n"
+        f"            bad += k\n"
         f"    return bad\n"
     )
-    sliced = ", ".join([*(f"{a}f[lo:hi]" for a in ["w", *st, "g"]), *sc, "pf[lo:hi]"])
     parallel = (
         f"def _parallel_{tag}({sig}, nchunks):\n{flat}"
         f"    n = wf.size\n"
@@ -97,7 +129,7 @@ def _rule_source(name, rule, write_point):
         f"        counts[c] = _serial_{tag}({sliced})\n"
         f"    return counts.sum()\n"
     )
-    return tag, serial, parallel
+    return tag, blocks, serial, parallel
 
 
 class RuleKernel:
@@ -106,13 +138,16 @@ class RuleKernel:
 
     def __init__(self, name, write_point, cache=True):
         rule = E.RULES[name]
-        tag, serial, parallel = _rule_source(name, rule, write_point)
-        env = {"elem": _inline(rule.element)}
-        ser, par = _compile(serial + parallel, env, [f"_serial_{tag}", f"_parallel_{tag}"])
-        opts = dict(cache=cache, error_model="numpy")
-        # (without the cache, e.g. to read the LLVM IR: numba cannot show cached code)
-        self.serial = env[f"_serial_{tag}"] = nb.njit(**opts)(ser)
-        self.parallel = nb.njit(parallel=True, **opts)(par)
+        tag, blocks, serial, parallel = _rule_source(name, rule, write_point)
+        env = {"elem": _inline(rule.element), "count_nonfinite": count_nonfinite}
+        names = [f"_plain_{tag}", f"_guarded_{tag}", f"_serial_{tag}", f"_parallel_{tag}"]
+        plain, guarded, ser, par = _compile(blocks + serial + parallel, env, names)
+        # (cache=False serves tests that read the LLVM IR: numba cannot show cached code)
+        jit = nb.njit(cache=cache, error_model="numpy")
+        self.plain = env[names[0]] = jit(plain)
+        self.guarded = env[names[1]] = jit(guarded)
+        self.serial = env[names[2]] = jit(ser)
+        self.parallel = nb.njit(parallel=True, cache=cache, error_model="numpy")(par)
         self.name, self.write_point = name, write_point
 
     def __call__(self, w, *args):

@@ -158,6 +158,10 @@ def _launch(kernel, w, *args, bad=None):
     return bool(bad.copy_to_host()[0]) if own else None
 
 
+#: argument types of the generated rule kernels for ``make ptx-check`` (filled below)
+PTX_SIGNATURES = {}
+
+
 class _RuleLaunch:
     """A rule's generated grid kernel (``cuda.elementwise``) behind the step's calling
     convention ``k(w, *state, g, *scalars, p, bad)``."""
@@ -165,6 +169,12 @@ class _RuleLaunch:
     def __init__(self, name, write_point):
         self.kernel = rule_kernel(name, write_point)
         self.n_arrays = len(RULES[name].state) + 1  # the state and g
+        # the kernel as a module attribute with its PTX argument types, so that
+        # tests/cuda/test_ptx.py finds and compiles it like every other kernel
+        tag = f"_{name}_point" if write_point else f"_{name}"
+        n_scalars = len(RULES[name].prepare(*([0.5] * len(RULES[name].hyper))))
+        globals()[tag] = self.kernel
+        PTX_SIGNATURES[tag] = "A" * (self.n_arrays + 1) + "S" * n_scalars + "AL"
 
     def __call__(self, w, *args):
         n = self.n_arrays
