@@ -7,8 +7,8 @@ import numpy as np
 
 from .. import checks as ck
 from .. import elementwise as _ELEMENTS
-from .elementwise import activation_loops as _activation_loops
 from ..numpy_ref.core import ACTIVATIONS, activation_code
+from .elementwise import activation_loops as _activation_loops
 
 __all__ = [
     "ACTIVATIONS",

@@ -17,19 +17,11 @@ import numba as nb
 import numpy as np
 
 from .. import checks as ck
-from ..elementwise import make_steps
+from ..elementwise import RULES, make_steps
 from .elementwise import PARALLEL_MIN, rule_kernel
 
-__all__ = [
-    "sgd_step",
-    "momentum_step",
-    "nesterov_step",
-    "delta_bar_delta_step",
-    "adagrad_step",
-    "rmsprop_step",
-    "rmsprop_nesterov_step",
-    "adadelta_step",
-    "adam_step",
+# the rules' steps (sgd_step, ..., adam_step) are generated from elementwise.RULES
+__all__ = [f"{name}_step" for name in RULES] + [
     "clip_value",
     "clip_values",
     "clip_norms",

@@ -13,8 +13,8 @@ import numpy as np
 from numba import cuda, float64
 
 from .. import checks as ck
-from ..arrays import is_device
 from .. import elementwise as _ELEMENTS
+from ..arrays import is_device
 from ..numpy_ref.core import ACTIVATIONS, activation_code
 from . import matmul as _mm
 from .elementwise import activation_functions as _activation_functions

@@ -22,16 +22,8 @@ from .core import block_sum, fill
 from .elementwise import rule_kernel
 from .launch import TPB_1D, grid_1d
 
-__all__ = [
-    "sgd_step",
-    "momentum_step",
-    "nesterov_step",
-    "delta_bar_delta_step",
-    "adagrad_step",
-    "rmsprop_step",
-    "rmsprop_nesterov_step",
-    "adadelta_step",
-    "adam_step",
+# the rules' steps (sgd_step, ..., adam_step) are generated from elementwise.RULES
+__all__ = [f"{name}_step" for name in RULES] + [
     "clip_value",
     "clip_values",
     "clip_norms",
