@@ -22,6 +22,8 @@ on the head node with ``ray start --head --port=6379`` and on each other node wi
 from __future__ import annotations
 
 import contextlib
+import io
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -86,12 +88,68 @@ def tune_storage() -> Path:
     return p
 
 
-def start(num_cpus=None, address=None, **init_kwargs):
+#: (module, original function) while ``start(quiet=True)`` has rerouted Ray's reports
+_quiet_patch = None
+
+
+def _quiet_ray():
+    """Ray's loggers to ERROR, and the reports its driver prints from a background thread
+    (a worker that died, a task's output) to stderr instead of stdout.
+
+    Those reports arrive at any moment, so in a notebook they land in whichever cell runs
+    then, on stdout, where they would mix with the cell's results.  Ray has no public
+    switch for this; the hook is ``ray._private.worker.print_to_stdstream`` (Ray 2.x).  If
+    a Ray version lacks it, nothing is patched and the reports stay on stdout.
+    """
+    global _quiet_patch
+    for name in ("ray", "ray.tune", "ray.train"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    if _quiet_patch is not None:
+        return
+    try:
+        import ray._private.worker as worker
+    except ImportError:
+        return
+    original = getattr(worker, "print_to_stdstream", None)
+    if original is None:
+        return
+
+    def to_stderr(data, ignore_prefix):
+        return original(dict(data, is_err=True), ignore_prefix)
+
+    worker.print_to_stdstream = to_stderr
+    _quiet_patch = (worker, original)
+
+
+def _unquiet_ray():
+    global _quiet_patch
+    if _quiet_patch is not None:
+        worker, original = _quiet_patch
+        worker.print_to_stdstream = original
+        _quiet_patch = None
+
+
+def start(num_cpus=None, address=None, quiet=False, **init_kwargs):
     """Start a private local Ray (no ``address``) or join a cluster; returns Ray's context.
 
     A Ray already initialized in this process is reused.  ``num_cpus`` caps the local
-    Ray's worker slots (default: all cores).  ``init_kwargs`` go to ``ray.init``.
+    Ray's worker slots (default: all cores).  ``quiet=True`` (for notebooks) drops Ray's
+    start-up messages and its log records (when this call is the first to import Ray;
+    errors still raise, and ddlib's own results name failed trials and lost workers), and
+    sends the reports its driver prints later (a worker that died) to stderr, where
+    warnings go, until ``shutdown``.
+    ``init_kwargs`` go to ``ray.init``.
     """
+    if quiet:
+        # Ray binds its log handler to the sys.stderr of the moment it is first imported:
+        # importing and starting it inside the redirect sends its log records nowhere
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            _quiet_ray()
+            return _start(num_cpus, address, init_kwargs)
+    return _start(num_cpus, address, init_kwargs)
+
+
+def _start(num_cpus, address, init_kwargs):
     global _started_here
     if num_cpus is not None and (isinstance(num_cpus, bool) or not isinstance(num_cpus, int)
                                  or num_cpus < 1):
@@ -131,15 +189,16 @@ def shutdown():
     if ray.is_initialized():
         ray.shutdown()
     _started_here = False
+    _unquiet_ray()
 
 
 @contextlib.contextmanager
-def session(num_cpus=None, address=None, **init_kwargs):
+def session(num_cpus=None, address=None, quiet=False, **init_kwargs):
     """``with session(num_cpus=2): ...`` starts Ray (unless one runs) and stops what it
-    started on the way out."""
+    started on the way out (``quiet`` as in ``start``)."""
     ray = require_ray()
     was = ray.is_initialized()
-    ctx = start(num_cpus=num_cpus, address=address, **init_kwargs)
+    ctx = start(num_cpus=num_cpus, address=address, quiet=quiet, **init_kwargs)
     try:
         yield ctx
     finally:

@@ -1,17 +1,20 @@
 """One local Ray for the whole test run (it takes seconds to start), shut down at the end;
-the finalizer checks that no Ray process outlives it."""
+the finalizer checks that no Ray process outlives it.
+
+Without Ray installed, the tests that need it (those using ``ray_session``) skip and say
+how to install it; the Ray-free ones (Hogwild's threads, the simulator, the engine's
+error messages) still run."""
 
 
 import pytest
 
-ray = pytest.importorskip("ray", reason="ray is not installed (pip install -e '.[distributed]')")
-psutil = pytest.importorskip("psutil")
-
-from ddlib import distributed  # noqa: E402
+from ddlib import distributed
 
 
 @pytest.fixture(scope="session")
 def ray_session():
+    ray = pytest.importorskip("ray", reason="ray is not installed (pip install -e '.[distributed]')")
+    psutil = pytest.importorskip("psutil")
     was = ray.is_initialized()
     distributed.start(num_cpus=2)
     procs = distributed.engine.ray_processes()

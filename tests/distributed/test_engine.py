@@ -59,3 +59,21 @@ def test_missing_ray_says_how_to_install(monkeypatch):
 def test_start_checks_num_cpus():
     with pytest.raises(ValueError, match="num_cpus"):
         distributed.start(num_cpus=0)
+
+
+def test_quiet_sends_the_drivers_late_reports_to_stderr_until_shutdown(capsys):
+    worker = pytest.importorskip("ray._private.worker")
+
+    original = worker.print_to_stdstream
+    engine._quiet_ray()
+    try:
+        assert worker.print_to_stdstream is not original
+        report = {"lines": ["a worker died"], "pid": 123, "ip": "127.0.0.1", "is_err": False,
+                  "task_name": "t", "actor_name": "", "job": "01"}
+        worker.print_to_stdstream(report, ignore_prefix=True)
+        out, err = capsys.readouterr()
+        assert "a worker died" in err and "a worker died" not in out
+        engine._quiet_ray()  # twice is harmless: one patch, one original kept
+    finally:
+        engine._unquiet_ray()
+    assert worker.print_to_stdstream is original

@@ -15,6 +15,8 @@ from ddlib import checkpoint
 from ddlib.data import load_digits
 from ddlib.distributed import ps
 
+pytest.importorskip("ray", reason="ray is not installed (pip install -e '.[distributed]')")
+
 SIZES = (64, 12, 10)
 
 

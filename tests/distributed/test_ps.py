@@ -9,6 +9,8 @@ from ddlib.backend import use_backend
 from ddlib.data import load_digits
 from ddlib.distributed import ps
 
+pytest.importorskip("ray", reason="ray is not installed (pip install -e '.[distributed]')")
+
 SIZES = (64, 16, 10)
 
 
