@@ -66,9 +66,10 @@ def test_mlp_benchmark_has_the_floor_row_for_the_large_net(monkeypatch):
 
 def test_optimizer_benchmark_yardsticks_touch_what_the_rules_touch():
     from benchmarks import bench_optim
+    from ddlib.backend.cpu.elementwise import PARALLEL_MIN
 
     rng = np.random.default_rng(0)
-    for n in (1000, ddlib.backend.cpu.elementwise.PARALLEL_MIN + 5):
+    for n in (1000, PARALLEL_MIN + 5):
         w, f, a, g = (rng.normal(size=n).astype(np.float32) for _ in range(4))
         w0, f0, a0 = w.copy(), f.copy(), a.copy()
         bench_optim.touch_like_adam(w, f, a, g)

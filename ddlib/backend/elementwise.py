@@ -158,6 +158,11 @@ class Rule(NamedTuple):
     prepare: Callable  # public hyperparameters -> the element function's scalars
     point: bool = False  # the step takes ``point=``: the element's last value goes there
 
+    @property
+    def n_scalars(self):
+        """How many scalars ``prepare`` hands the element function."""
+        return len(self.prepare(*([0.5] * len(self.hyper))))
+
 
 RULES = {
     "sgd": Rule(sgd, (), ("lr",), lambda lr: (lr,)),

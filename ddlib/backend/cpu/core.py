@@ -9,6 +9,7 @@ from .. import checks as ck
 from .. import elementwise as _ELEMENTS
 from ..numpy_ref.core import ACTIVATIONS, activation_code
 from .elementwise import activation_loops as _activation_loops
+from .elementwise import chunks as _chunks  # noqa: F401  (sparse, curvature)
 
 __all__ = [
     "ACTIVATIONS",
@@ -36,11 +37,6 @@ pjit = nb.njit(cache=True, parallel=True)
 #: Below this many elements a kernel runs on the calling thread: waking the worker
 #: threads costs more than the work (a 128 x 512 activation is done in microseconds).
 PARALLEL_MIN = 1 << 18
-
-
-def _chunks(n):
-    """Chunk count for a parallel elementwise loop (a few per thread for balance)."""
-    return max(1, min(n // 4096, 4 * nb.get_num_threads()))
 
 
 def matmul(a, b, out=None):

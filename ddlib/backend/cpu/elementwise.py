@@ -84,8 +84,7 @@ def _rule_source(name, rule, write_point):
     """Block, serial and parallel loop sources for one rule (see the module docstring)."""
     tag = f"{name}_point" if write_point else name
     st = [f"s{k}" for k in range(len(rule.state))]
-    n_sc = len(rule.prepare(*([0.5] * len(rule.hyper))))
-    sc = [f"h{k}" for k in range(n_sc)]
+    sc = [f"h{k}" for k in range(rule.n_scalars)]
     sig = ", ".join(["w", *st, "g", *sc, "p"])
     elem_args = ", ".join(["w[i]", *(f"{s}[i]" for s in st), "g[i]", *sc])
     outs = ["w", *st] + (["p"] if write_point else [])
@@ -156,14 +155,11 @@ class RuleKernel:
         return self.serial(w, *args[:-1])
 
 
-def rule_kernel(name, write_point):
-    return RuleKernel(name, write_point)
-
-
 def activation_loops(cache=True):
-    """(fwd, bwd): compiled serial loops ``fwd(code, xf, alpha, yf)`` and
+    """(fwd, bwd, loops): compiled serial loops ``fwd(code, xf, alpha, yf)`` and
     ``bwd(code, xf, yf, gf, alpha, of)`` over 1-D C-contiguous arrays, one branch on the
-    activation code outside one loop per kind (codes as in ``numpy_ref.core``)."""
+    activation code outside one loop per kind (codes as in ``numpy_ref.core``); ``loops``
+    maps '_fwd_relu', '_bwd_relu', ... to the per-kind loops."""
     env = {}
     src = []
     for kind, act in E.ACTIVATIONS.items():

@@ -18,7 +18,7 @@ import numpy as np
 
 from .. import checks as ck
 from ..elementwise import RULES, make_steps
-from .elementwise import PARALLEL_MIN, rule_kernel
+from .elementwise import PARALLEL_MIN, RuleKernel
 
 # the rules' steps (sgd_step, ..., adam_step) are generated from elementwise.RULES
 __all__ = [f"{name}_step" for name in RULES] + [
@@ -138,7 +138,7 @@ def _report(n_bad, bad):
 
 
 # sgd_step, momentum_step, ..., adam_step: generated from backend.elementwise.RULES
-globals().update(make_steps(rule_kernel, _report, __name__))
+globals().update(make_steps(RuleKernel, _report, __name__))
 
 
 def clip_value(g, lo, hi):

@@ -31,8 +31,7 @@ def rule_kernel_source(name, write_point):
     rule = E.RULES[name]
     tag = f"{name}_point" if write_point else name
     st = [f"s{k}" for k in range(len(rule.state))]
-    n_sc = len(rule.prepare(*([0.5] * len(rule.hyper))))
-    sc = [f"h{k}" for k in range(n_sc)]
+    sc = [f"h{k}" for k in range(rule.n_scalars)]
     sig = ", ".join(["w", *st, "g", *sc, "p", "bad"])
     elem_args = ", ".join(["w[i]", *(f"{s}[i]" for s in st), "gi", *sc])
     stores = "".join(f"            {a}[i] = r[{k}]\n" for k, a in enumerate(["w", *st]))

@@ -164,9 +164,8 @@ class _RuleLaunch:
         # the kernel as a module attribute with its PTX argument types, so that
         # tests/cuda/test_ptx.py finds and compiles it like every other kernel
         tag = f"_{name}_point" if write_point else f"_{name}"
-        n_scalars = len(RULES[name].prepare(*([0.5] * len(RULES[name].hyper))))
         globals()[tag] = self.kernel
-        PTX_SIGNATURES[tag] = "A" * (self.n_arrays + 1) + "S" * n_scalars + "AL"
+        PTX_SIGNATURES[tag] = "A" * (self.n_arrays + 1) + "S" * RULES[name].n_scalars + "AL"
 
     def __call__(self, w, *args):
         n = self.n_arrays
