@@ -1,4 +1,6 @@
-"""Hyperparameter search (Sec. 3.3.1): grid, random, coarse-to-fine, successive halving, TPE.
+"""Hyperparameter search (Sec. 3.3.1): grid, random, coarse-to-fine, successive halving,
+and the three model-based families the chapter names: TPE (Hyperopt), Gaussian-process
+expected improvement (Spearmint's method) and random-forest surrogates (SMAC's method).
 
 Every searcher has the same shape::
 
@@ -15,16 +17,23 @@ Every searcher has the same shape::
 * the result is a ``Trials`` table: one row (a dict) per call, in call order, with the
   parameters, the loss, the resource it ran with and the best loss so far.
 
-Bayesian optimization uses Hyperopt's Tree-structured Parzen Estimator (``tpe_search``),
-the library the chapter names; the other searchers are written here.  The objective the
-Sec. 3.3.1 notebook and the benchmark search over (an MLP on scikit-learn's digits) is
-``ddlib.chapter.search_studies.digits_objective``.
+Bayesian optimization comes in three forms, each run by a well-kept library: Hyperopt's
+Tree-structured Parzen Estimator (``tpe_search``), and scikit-optimize's Gaussian process
+(``gp_search``, Spearmint-style) and random forest (``forest_search``, SMAC-style).  All
+three start from the same ``n_startup`` random points that ``random_search`` with the same
+seed tries first, so a race between them compares the models, not their luck at the start;
+the fitted GP or forest is kept as ``trials.surrogate``, and ``tpe_densities`` rebuilds
+TPE's two densities.  Grid, random, coarse-to-fine and successive halving are written
+here.  The objectives the Sec. 3.3.1 notebook and the benchmark race on (an MLP on
+scikit-learn's digits; Branin, whose optimum is known) are in
+``ddlib.chapter.search_studies``.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,6 +52,10 @@ __all__ = [
     "coarse_to_fine",
     "successive_halving",
     "tpe_search",
+    "tpe_densities",
+    "gp_search",
+    "forest_search",
+    "Surrogate",
     "SEARCHERS",
     "search",
 ]
@@ -110,6 +123,18 @@ class Real:
             return hp.loguniform(self.name, math.log(self.low), math.log(self.high))
         return hp.uniform(self.name, self.low, self.high)
 
+    def skopt(self):
+        from skopt.space import Real as SkReal
+
+        return SkReal(self.low, self.high, prior="log-uniform" if self.log else "uniform",
+                      name=self.name)
+
+    def to_skopt(self, value):
+        return float(value)
+
+    def from_skopt(self, value):
+        return min(self.high, max(self.low, float(value)))
+
     def cast(self, value):
         return float(value)
 
@@ -160,6 +185,18 @@ class Integer:
             return hp.qloguniform(self.name, math.log(self.low), math.log(self.high), 1)
         return hp.quniform(self.name, self.low, self.high, 1)
 
+    def skopt(self):
+        from skopt.space import Integer as SkInteger
+
+        return SkInteger(self.low, self.high, prior="log-uniform" if self.log else "uniform",
+                         name=self.name)
+
+    def to_skopt(self, value):
+        return int(value)
+
+    def from_skopt(self, value):
+        return self.cast(value)
+
     def cast(self, value):
         return int(min(self.high, max(self.low, round(float(value)))))
 
@@ -192,6 +229,19 @@ class Choice:
         from hyperopt import hp
 
         return hp.choice(self.name, list(self.options))
+
+    def skopt(self):
+        # the options' positions, so that any option (None, a tuple, a class) is allowed;
+        # scikit-optimize one-hot encodes them for the GP, the forest splits on them
+        from skopt.space import Categorical
+
+        return Categorical(list(range(len(self.options))), name=self.name)
+
+    def to_skopt(self, value):
+        return self.options.index(value)
+
+    def from_skopt(self, value):
+        return self.options[int(value)]
 
     def cast(self, value):
         return value
@@ -267,6 +317,18 @@ class Space:
 
     def hyperopt(self):
         return {d.name: d.hyperopt() for d in self.dims}
+
+    def skopt(self):
+        """The same space as a ``skopt.space.Space`` (log dimensions get a log-uniform prior)."""
+        from skopt.space import Space as SkSpace
+
+        return SkSpace([d.skopt() for d in self.dims])
+
+    def to_skopt(self, params):
+        return [d.to_skopt(params[d.name]) for d in self.dims]
+
+    def from_skopt(self, x):
+        return {d.name: d.from_skopt(v) for d, v in zip(self.dims, x)}
 
     def cast(self, params):
         return {d.name: d.cast(params[d.name]) for d in self.dims}
@@ -499,25 +561,57 @@ def successive_halving(objective, space, budget, min_resource=1, max_resource=9,
     return trials
 
 
+def _startup(objective, space, trials, rng, n_startup):
+    """The first ``n_startup`` trials of every model-based searcher: uniform draws from ``rng``.
+
+    They are the very points ``random_search`` with the same seed tries first, so that with
+    equal seeds every model-based method starts from the same evidence and differs only in
+    what its model makes of it.
+    """
+    for _ in range(n_startup):
+        params = space.sample(rng)
+        trials.add(params, _loss(objective, params))
+    return trials
+
+
+def _n_startup(n_startup, budget):
+    if n_startup is None:
+        return min(10, budget)
+    n_startup = check_int("n_startup", n_startup)
+    if n_startup > budget:
+        raise ValueError(f"n_startup={n_startup} exceeds budget={budget}: the random start "
+                         "is part of the budget")
+    return n_startup
+
+
 def tpe_search(objective, space, budget, seed=None, n_startup=None):
     """Bayesian optimization with Hyperopt's Tree-structured Parzen Estimator.
 
-    The first ``n_startup`` trials are random (Hyperopt's default is 20); after them each
-    point maximizes the ratio of two densities fitted to the good and the bad trials so far.
-    Hyperopt draws its randomness from ``numpy.random.default_rng(seed)``.
+    The first ``n_startup`` trials (default ``min(10, budget)``) are the random points
+    ``random_search(..., seed=seed)`` starts with; after them Hyperopt fits, per dimension,
+    one Parzen density l(x) to the best quarter-root of the trials and one g(x) to the
+    rest, and tries the candidate with the largest l(x) / g(x) (``tpe_densities`` draws
+    them).  Hyperopt's own randomness comes from a generator seeded from ``seed``.
     """
     import functools
 
     from hyperopt import STATUS_OK, fmin, tpe
     from hyperopt import Trials as HTrials
+    from hyperopt.fmin import generate_trials_to_calculate
 
     space = _as_space(space)
     budget = check_int("budget", budget)
-    seed = 0 if seed is None else seed
-    algo = tpe.suggest
-    if n_startup is not None:
-        algo = functools.partial(tpe.suggest, n_startup_jobs=check_int("n_startup", n_startup))
+    n_startup = _n_startup(n_startup, budget)
+    rng = as_rng(seed)
     trials = Trials("tpe", space.names)
+    if budget == n_startup:
+        return _startup(objective, space, trials, rng, n_startup)
+    start = [space.sample(rng) for _ in range(n_startup)]
+    # Hyperopt evaluates the random start first (it wants positions for choices), then
+    # max_evals points of its own
+    history = generate_trials_to_calculate(
+        [{d.name: d.options.index(p[d.name]) if isinstance(d, Choice) else p[d.name]
+          for d in space} for p in start]) if start else HTrials()
 
     def fn(params):
         params = space.cast(params)
@@ -525,9 +619,185 @@ def tpe_search(objective, space, budget, seed=None, n_startup=None):
         trials.add(params, loss)
         return {"loss": loss, "status": STATUS_OK}
 
-    fmin(fn, space.hyperopt(), algo=algo, max_evals=budget, trials=HTrials(),
-         rstate=np.random.default_rng(seed), show_progressbar=False)
+    algo = functools.partial(tpe.suggest, n_startup_jobs=n_startup)
+    fmin(fn, space.hyperopt(), algo=algo, max_evals=budget - n_startup, trials=history,
+         rstate=np.random.default_rng(int(rng.integers(2**63))), show_progressbar=False)
     return trials
+
+
+def tpe_densities(trials, space, name, values, gamma=0.25):
+    """TPE's two densities along dimension ``name``, as Hyperopt builds them from ``trials``.
+
+    Returns ``(l, g)`` evaluated at ``values``: the Parzen density of the dimension over
+    the ``ceil(gamma * sqrt(n))`` best trials and over the others, with Hyperopt's own
+    prior component, bandwidths and linear forgetting (``hyperopt.tpe``'s
+    ``ap_split_trials`` and ``adaptive_parzen_normal``).  Log dimensions are modelled in
+    log(value), so there the densities are per unit of log(value).  TPE treats the
+    dimensions independently: its score of a point is the product over dimensions of
+    l / g, and it samples candidates from l.
+    """
+    from hyperopt.tpe import GMM1_lpdf, adaptive_parzen_normal, ap_split_trials
+
+    space = _as_space(space)
+    dim = space[name]
+    if isinstance(dim, Choice):
+        raise ValueError(f"dimension {name!r} is a Choice; tpe_densities draws ordered dimensions")
+    rows = [r for r in trials if r["final"]]
+    if len(rows) < 2:
+        raise ValueError(f"tpe_densities needs at least 2 finished trials, got {len(rows)}")
+    check_positive("gamma", gamma)
+    log = dim.log
+
+    def t(v):
+        v = np.asarray(v, dtype=float)
+        return np.log(v) if log else v
+
+    lo, hi = (math.log(dim.low), math.log(dim.high)) if log else (dim.low, dim.high)
+    idx = np.arange(len(rows))
+    below, above = ap_split_trials(idx, t([r[name] for r in rows]), idx,
+                                   [r["loss"] for r in rows], gamma)
+    x = t(values).ravel()
+    out = []
+    for obs in (below, above):
+        w, mu, sigma = adaptive_parzen_normal(np.asarray(obs, dtype=float), 1.0,
+                                              0.5 * (lo + hi), hi - lo)
+        out.append(np.exp(GMM1_lpdf(x, w, mu, sigma, low=lo, high=hi)).reshape(np.shape(values)))
+    return out[0], out[1]
+
+
+class Surrogate:
+    """What a model-based search believes once its last trial is in.
+
+    ``predict(points)`` gives the surrogate's mean loss and its standard deviation at a
+    list of parameter dicts (or one dict of equal-length arrays, e.g. a grid);
+    ``expected_improvement(points)`` the acquisition the searcher maximized.  ``model`` is
+    the fitted scikit-optimize regressor, ``space`` the ``skopt.space.Space`` it reads.
+    """
+
+    def __init__(self, kind, model, space, sk_space, best, xi):
+        self.kind, self.model, self.space, self.sk_space = kind, model, space, sk_space
+        self.best, self.xi = float(best), float(xi)
+
+    def _rows(self, points):
+        if isinstance(points, dict):
+            cols = {k: np.ravel(v) for k, v in points.items()}
+            n = len(next(iter(cols.values())))
+            points = [{k: c[i] for k, c in cols.items()} for i in range(n)]
+        return self.sk_space.transform([self.space.to_skopt(p) for p in points])
+
+    def predict(self, points):
+        with warnings.catch_warnings():
+            # at a point it has seen the GP's variance can round below 0; it is set to 0
+            warnings.filterwarnings("ignore", message="Predicted variances smaller than 0")
+            mean, std = self.model.predict(self._rows(points), return_std=True)
+        return np.asarray(mean, dtype=float), np.asarray(std, dtype=float)
+
+    def expected_improvement(self, points):
+        from skopt.acquisition import gaussian_ei
+
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Predicted variances smaller than 0")
+            ei = gaussian_ei(self._rows(points), self.model, y_opt=self.best, xi=self.xi)
+        return np.asarray(ei, dtype=float)
+
+    def __repr__(self):
+        return f"Surrogate({self.kind!r}, {type(self.model).__name__})"
+
+
+def _model_search(method, estimator, acq_optimizer, objective, space, budget, seed,
+                  n_startup, xi, n_candidates):
+    from skopt import Optimizer
+
+    space = _as_space(space)
+    budget = check_int("budget", budget)
+    n_startup = _n_startup(n_startup, budget)
+    n_candidates = check_int("n_candidates", n_candidates)
+    check_positive("xi", xi, allow_zero=True)
+    rng = as_rng(seed)
+    trials = Trials(method, space.names)
+    _startup(objective, space, trials, rng, n_startup)
+    sk_space = space.skopt()
+    opt = Optimizer(sk_space.dimensions, base_estimator=estimator(sk_space, rng),
+                    n_initial_points=n_startup, acq_func="EI", acq_optimizer=acq_optimizer,
+                    acq_func_kwargs={"xi": xi},
+                    acq_optimizer_kwargs={"n_points": n_candidates, "n_restarts_optimizer": 2},
+                    random_state=int(rng.integers(2**31)))
+    with warnings.catch_warnings():
+        # a model may propose a point it has seen; the trial is spent, as with any searcher
+        warnings.filterwarnings("ignore", message="The objective has been evaluated")
+        warnings.filterwarnings("ignore", message="Predicted variances smaller than 0")
+        if n_startup:
+            opt.tell([space.to_skopt(r) for r in trials.rows], [r["loss"] for r in trials.rows])
+        for _ in range(budget - n_startup):
+            x = opt.ask()
+            params = space.from_skopt(x)
+            loss = _loss(objective, params)
+            trials.add(params, loss)
+            opt.tell(space.to_skopt(params), loss)
+    if opt.models:
+        trials.surrogate = Surrogate(method, opt.models[-1], space, opt.space,
+                                     trials.best["loss"], xi)
+    return trials
+
+
+def gp_search(objective, space, budget, seed=None, n_startup=None, xi=0.01,
+              n_candidates=2000, polish=True, kernel_restarts=0):
+    """Gaussian-process Bayesian optimization with expected improvement: Spearmint's method.
+
+    After the same ``n_startup`` random trials as ``random_search`` with the same seed, a
+    Gaussian process with a Matern-5/2 kernel, one length scale per dimension (automatic
+    relevance determination) and a learned noise term is fitted to every loss so far
+    (log dimensions in log coordinates, choices one-hot); the next point maximizes the
+    expected improvement over the best loss by ``xi``, found among ``n_candidates`` random
+    candidates, the best of which are refined by L-BFGS (``polish=False``: the best
+    candidate as it is, like ``forest_search``).  Spearmint averages over the kernel's hyperparameters
+    by MCMC; here they are fitted by maximum likelihood (``kernel_restarts`` extra random
+    restarts of that fit), as scikit-optimize's ``gp_minimize`` does.
+
+    The engine is scikit-optimize (``skopt.Optimizer`` with its default GP): one package
+    that provides both this surrogate and the random forest of ``forest_search`` on the
+    same space types, on top of scikit-learn and scipy.  Optuna's GP sampler would need
+    PyTorch (gigabytes of wheels for one sampler).  The fitted model is kept as
+    ``trials.surrogate`` (a ``Surrogate``).
+    """
+    kernel_restarts = check_int("kernel_restarts", kernel_restarts, minimum=0)
+
+    def estimator(sk_space, rng):
+        from skopt.utils import cook_estimator
+
+        return cook_estimator("GP", space=sk_space, random_state=int(rng.integers(2**31)),
+                              n_restarts_optimizer=kernel_restarts)
+
+    return _model_search("gp", estimator, "lbfgs" if polish else "sampling", objective, space, budget, seed, n_startup,
+                         xi, n_candidates)
+
+
+def forest_search(objective, space, budget, seed=None, n_startup=None, n_trees=10, xi=0.01,
+                  n_candidates=2000, min_samples_leaf=1):
+    """Random-forest Bayesian optimization with expected improvement: SMAC's method.
+
+    After the same ``n_startup`` random trials as ``random_search`` with the same seed, a
+    random forest of ``n_trees`` bootstrapped regression trees (SMAC's defaults: 10
+    trees, leaves of one sample) is fitted to every loss so far; its mean is the trees'
+    average and its uncertainty their spread.  The next point maximizes the expected
+    improvement among ``n_candidates`` random candidates (a forest's prediction is piecewise
+    constant, so there is no gradient to follow).  A forest copes with choices and integers
+    as they are, which is why SMAC chose it for configuration spaces.  SMAC itself adds a
+    local search around the best points and interleaved random points; this is the core
+    idea in scikit-optimize's ``forest_minimize`` form (SMAC's package builds C++ from
+    source, which we avoid).  The fitted model is kept as ``trials.surrogate``.
+    """
+    n_trees = check_int("n_trees", n_trees)
+    min_samples_leaf = check_int("min_samples_leaf", min_samples_leaf)
+
+    def estimator(sk_space, rng):
+        from skopt.learning import RandomForestRegressor
+
+        return RandomForestRegressor(n_estimators=n_trees, min_samples_leaf=min_samples_leaf,
+                                     random_state=int(rng.integers(2**31)))
+
+    return _model_search("forest", estimator, "sampling", objective, space, budget, seed,
+                         n_startup, xi, n_candidates)
 
 
 SEARCHERS = {
@@ -536,6 +806,8 @@ SEARCHERS = {
     "coarse_to_fine": coarse_to_fine,
     "successive_halving": successive_halving,
     "tpe": tpe_search,
+    "gp": gp_search,
+    "forest": forest_search,
 }
 
 

@@ -1,4 +1,4 @@
-"""The objective the Sec. 3.3.1 searches are compared on: a small MLP on the digits."""
+"""What the Sec. 3.3.1 searches are compared on: a small MLP on the digits, Branin, the race."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import numpy as np
 
 from ..errors import check_int, check_positive
 
-__all__ = ["digits_objective"]
+__all__ = ["digits_objective", "branin", "branin_space", "BRANIN_MIN", "RACE_METHODS", "race",
+           "trials_needed"]
 
 
 def digits_objective(hidden=32, epochs=8, batch_size=64, n_train=600, seed=0, cap=5.0):
@@ -55,3 +56,70 @@ def digits_objective(hidden=32, epochs=8, batch_size=64, n_train=600, seed=0, ca
 
     objective.data = data
     return objective
+
+
+# --------------------------------------------------------------------------- the race
+
+#: Branin's minimum, reached at (-pi, 12.275), (pi, 2.275) and (9.42478, 2.475)
+BRANIN_MIN = 0.397887357729738
+
+
+def branin(params):
+    """The Branin-Hoo function on x1 in [-5, 10], x2 in [0, 15]: a cheap objective whose
+    optimum is known (``BRANIN_MIN``, three global minima), the classic first test of
+    Bayesian optimization (Spearmint's paper used it)."""
+    x1, x2 = float(params["x1"]), float(params["x2"])
+    b, c = 5.1 / (4 * math.pi ** 2), 5 / math.pi
+    return (x2 - b * x1 ** 2 + c * x1 - 6) ** 2 + 10 * (1 - 1 / (8 * math.pi)) * math.cos(x1) + 10
+
+
+def branin_space():
+    from ..tuning import Real, Space
+
+    return Space([Real("x1", -5.0, 10.0), Real("x2", 0.0, 15.0)])
+
+
+RACE_METHODS = ("random", "grid", "tpe", "gp", "forest")
+
+
+def race(objective, space, budget, seeds, methods=RACE_METHODS, n_startup=5):
+    """Every searcher of ``methods`` with the same objective, budget and seeds.
+
+    Returns ``{method: array (len(seeds), budget)}`` of the best loss after each trial.
+    The model-based searchers (tpe, gp, forest) start from the same ``n_startup`` random
+    points as random search with the same seed.  The grid has no seed: its one run is
+    repeated on every row (its budget is cut to the largest full grid, the rest of its
+    row repeats the final best).
+    """
+    from .. import tuning
+
+    budget = check_int("budget", budget)
+    seeds = [check_int("seed", s, minimum=0) for s in seeds]
+    curves = {}
+    for m in methods:
+        if m not in tuning.SEARCHERS:
+            raise ValueError(f"methods: {m!r} is not a searcher; choose from "
+                             f"{sorted(tuning.SEARCHERS)}")
+        if m == "grid":
+            c = tuning.grid_search(objective, space, budget).best_so_far()
+            c = np.concatenate([c, np.full(budget - len(c), c[-1])])
+            curves[m] = np.tile(c, (len(seeds), 1))
+            continue
+        opts = {"n_startup": n_startup} if m in ("tpe", "gp", "forest") else {}
+        curves[m] = np.array([tuning.search(m, objective, space, budget, seed=s, **opts)
+                              .best_so_far() for s in seeds])
+    return curves
+
+
+def trials_needed(curves, reference="random"):
+    """Per seed, the trials each method needs to reach the reference's final best.
+
+    Returns ``{method: int array}``; a method that never gets there within the budget
+    counts as ``budget + 1`` (so a median above the budget reads "not within budget").
+    """
+    target = curves[reference][:, -1]
+    out = {}
+    for m, c in curves.items():
+        hit = c <= target[:, None]
+        out[m] = np.where(hit.any(axis=1), hit.argmax(axis=1) + 1, c.shape[1] + 1)
+    return out
