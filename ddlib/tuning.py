@@ -17,9 +17,10 @@ Every searcher has the same shape::
 * the result is a ``Trials`` table: one row (a dict) per call, in call order, with the
   parameters, the loss, the resource it ran with and the best loss so far.
 
-Bayesian optimization comes in three forms, each run by a well-kept library: Hyperopt's
-Tree-structured Parzen Estimator (``tpe_search``), and scikit-optimize's Gaussian process
-(``gp_search``, Spearmint-style) and random forest (``forest_search``, SMAC-style).  All
+Bayesian optimization comes in three forms: Hyperopt's Tree-structured Parzen Estimator
+(``tpe_search``), and scikit-optimize's Gaussian process (``gp_search``, Spearmint-style)
+and random forest (``forest_search``, SMAC-style), whose models are scikit-learn's
+``GaussianProcessRegressor`` and ``RandomForestRegressor``.  All
 three start from the same ``n_startup`` random points that ``random_search`` with the same
 seed tries first, so a race between them compares the models, not their luck at the start;
 the fitted GP or forest is kept as ``trials.surrogate``, and ``tpe_densities`` rebuilds
@@ -754,10 +755,13 @@ def gp_search(objective, space, budget, seed=None, n_startup=None, xi=0.01,
     by MCMC; here they are fitted by maximum likelihood (``kernel_restarts`` extra random
     restarts of that fit), as scikit-optimize's ``gp_minimize`` does.
 
-    The engine is scikit-optimize (``skopt.Optimizer`` with its default GP): one package
-    that provides both this surrogate and the random forest of ``forest_search`` on the
-    same space types, on top of scikit-learn and scipy.  Optuna's GP sampler would need
-    PyTorch (gigabytes of wheels for one sampler).  The fitted model is kept as
+    The engine is scikit-optimize (``skopt.Optimizer`` with its default GP), chosen
+    because one small package provides both this surrogate and the random forest of
+    ``forest_search`` on the same space types, in pure Python over scikit-learn and scipy;
+    Optuna's GP sampler, the other candidate, needs PyTorch (gigabytes of wheels for one
+    sampler).  Its upstream is in maintenance only (the repository was archived in 2024;
+    0.10.2 is the release used): it works with this project's scikit-learn and NumPy, and
+    the tests of this module would fail on a break.  The fitted model is kept as
     ``trials.surrogate`` (a ``Surrogate``).
     """
     kernel_restarts = check_int("kernel_restarts", kernel_restarts, minimum=0)
