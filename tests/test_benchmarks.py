@@ -85,3 +85,22 @@ def test_optimizer_benchmark_yardsticks_touch_what_the_rules_touch():
     ddlib.get_backend("cpu").momentum_step(w2, v2, g, 0.01, 0.9)
     np.testing.assert_allclose(w, w2, rtol=1e-6)
     np.testing.assert_allclose(v, v2, rtol=1e-6)
+
+
+def test_tuning_benchmark_rows(monkeypatch):
+    from benchmarks import bench_tuning
+    from ddlib.chapter import search_studies
+
+    # a cheap objective with the digits objective's parameters: the rows, not the training
+    monkeypatch.setattr(search_studies, "digits_objective",
+                        lambda: lambda p: (np.log10(p["lr"]) + 0.5) ** 2 + 0.1 * np.log10(p["l2"]) ** 2)
+    monkeypatch.setenv("DDLIB_BENCH_QUICK", "1")
+    rows = bench_tuning.run()
+    race = {r["variant"].split(":")[0]: r for r in rows if r["workload"].startswith("search race, digits")}
+    assert sorted(race) == sorted(bench_tuning.METHODS)
+    assert race["random"]["ratio"] == 1.0
+    for m in ("tpe", "gp", "forest"):
+        assert race[m]["target"] == "<= 0.5" and race[m]["ok"] is (race[m]["ratio"] <= 0.5)
+    timing = [r for r in rows if r["workload"] == "search race, time per suggestion"]
+    assert [r["variant"].split(":")[0] for r in timing] == ["tpe", "gp", "forest"]
+    assert all(r["seconds"] > 0 for r in timing)
