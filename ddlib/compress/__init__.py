@@ -5,7 +5,7 @@ Modules: ``prune`` (masks, pruning with retraining), ``share`` (1-D k-means weig
 sharing, centroid fine-tuning), ``coding`` (gap encoding, Huffman) and ``fileformat``
 (``save``/``load`` of one compressed file), ``lowrank`` (truncated-SVD factorization into
 two linear layers), ``mimic`` (students trained on a teacher's soft targets or logits),
-``sparse`` (CSR storage and ``SparseLinear`` inference through the ``sparse`` kernel family)
+``sparse`` (CSR storage; ``SparseLinear`` and the one-call ``SparseChain`` for inference)
 and ``hashed`` (``HashedLinear``, the hashing trick).
 """
 
@@ -13,8 +13,8 @@ from . import coding, hashed, lowrank, mimic, prune, sparse
 from .fileformat import CompressedFileError, dense_bytes, load, save
 from .hashed import HashedLinear
 from .share import Codebook, finetune, kmeans_1d, share_weights
-from .sparse import CSR, SparseLinear, sparsify
+from .sparse import CSR, SparseChain, SparseLinear, sparsify
 
-__all__ = ["CSR", "CompressedFileError", "Codebook", "HashedLinear", "SparseLinear", "coding",
+__all__ = ["CSR", "CompressedFileError", "Codebook", "HashedLinear", "SparseChain", "SparseLinear", "coding",
            "dense_bytes", "finetune", "hashed", "kmeans_1d", "load", "lowrank", "mimic",
            "prune", "save", "share_weights", "sparse", "sparsify"]

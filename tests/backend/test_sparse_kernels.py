@@ -295,3 +295,96 @@ def test_cuda_sparse_kernels_mark_bad_indices_and_refuse_host_arrays():
         be.csr_matmul(*_dev(be, indptr, indices, np.ones(2)), np.ones((1, 2)))
     with pytest.raises(TypeError, match=r"hash_reduce: bucket is a host ndarray"):
         be.hash_reduce(be.asarray(np.ones(2)), np.array([0, 1]), be.asarray(np.ones(2)), 2)
+
+
+# --- csr_chain: a whole pruned net in one call --------------------------------------------------
+
+CHAIN_DIMS = [7, 9, 6, 4]
+CHAIN_KINDS = ["relu", "leaky_relu", "identity"]
+
+
+def chain_case(dtype, seed=30, dims=CHAIN_DIMS, kinds=CHAIN_KINDS):
+    """Per-layer (indptr, indices, data, b) of random sparse layers, and their dense W^T."""
+    layers, mats = [], []
+    for li, (d, m) in enumerate(zip(dims[:-1], dims[1:])):
+        A = sparse_matrix(m, d, 0.4, dtype, seed + li)
+        indptr, indices, data = to_csr(A)
+        b = rand(m, dtype, seed + 10 + li) if li != 1 else None  # one layer without a bias
+        layers.append((indptr, indices, data, b))
+        mats.append((A, b))
+    return layers, mats, ref.pack_chain(layers, kinds, d_in=dims[0], alphas=[0.01, 0.2, 0.01])
+
+
+def test_reference_csr_chain_is_the_dense_net():
+    layers, mats, packed = chain_case(np.float64)
+    x = rand((3, CHAIN_DIMS[0]), seed=40)
+    h = x
+    for (A, b), f in zip(mats, (lambda z: np.maximum(z, 0), lambda z: np.where(z > 0, z, 0.2 * z),
+                               lambda z: z)):
+        h = f(h @ A.T + (0 if b is None else b))
+    np.testing.assert_allclose(ref.csr_chain(*packed, x), h, rtol=1e-13, atol=1e-14)
+    layout = packed[4]
+    assert layout.dims.tolist() == CHAIN_DIMS and layout.n_nnz == sum(len(p[1]) for p in layers)
+
+
+@pytest.mark.parametrize("n", [1, 2, 5] if SIMULATOR else [1, 3, 4, 37])
+def test_csr_chain_matches_the_reference(backend, dtype, n):
+    # n < 4 is the cpu backend's one-call loop, n >= 4 its layer-by-layer batch path
+    _, _, packed = chain_case(dtype)
+    x = rand((n, CHAIN_DIMS[0]), dtype, 41)
+    want = ref.csr_chain(*packed, x)
+    res = backend.csr_chain(*_dev(backend, *packed[:4]), packed[4], backend.asarray(x))
+    assert backend.is_native(res)
+    got = backend.to_numpy(res)
+    assert got.dtype == dtype and got.shape == (n, CHAIN_DIMS[-1])
+    np.testing.assert_allclose(got, want, **tol(dtype))
+
+
+def test_csr_chain_refuses_bad_arguments(backend):
+    _, _, (indptr, indices, data, bias, layout) = chain_case(np.float64)
+    dev = _dev(backend, indptr, indices, data, bias)
+    x = backend.asarray(rand((1, CHAIN_DIMS[0])))
+    with pytest.raises(TypeError, match="layout must be a ChainLayout"):
+        backend.csr_chain(*dev, (layout.dims, layout.nnz), x)
+    with pytest.raises(ValueError, match="x has 5 columns but the chain's first layer reads 7"):
+        backend.csr_chain(*dev, layout, backend.asarray(rand((1, 5))))
+    with pytest.raises(ValueError, match="bias must be 1-D of length"):
+        backend.csr_chain(*dev[:3], backend.asarray(rand(3)), layout, x)
+    with pytest.raises(TypeError, match="same dtype|dtype"):
+        backend.csr_chain(*dev, layout, backend.asarray(rand((1, 7), np.float32)))
+
+
+@pytest.mark.parametrize("name", ["numpy", "cpu"])
+@pytest.mark.parametrize("n", [1, 6])
+def test_host_csr_chain_reports_out_of_range_entries_and_non_finite_input(name, n):
+    import ddlib
+
+    host_backend = ddlib.get_backend(name)
+    _, _, (indptr, indices, data, bias, layout) = chain_case(np.float64)
+    bad = indices.copy()
+    bad[-1] = 99  # a column past the last layer's inputs
+    with pytest.raises(ValueError, match="out of range|must lie in"):
+        host_backend.csr_chain(indptr, bad, data, bias, layout, rand((n, 7)))
+    x = rand((n, 7))
+    x[-1, 2] = np.inf
+    with pytest.raises(ValueError, match="x contains 1 NaN or inf"):
+        host_backend.csr_chain(indptr, indices, data, bias, layout, x)
+
+
+def test_chain_layout_and_pack_chain_check_what_they_are_given():
+    with pytest.raises(ValueError, match="a chain of 2 layers needs 3 dims"):
+        ref.ChainLayout([3, 4], [1, 1], [0, 0], [0.0, 0.0])
+    with pytest.raises(ValueError, match="codes must be activation codes"):
+        ref.ChainLayout([3, 4], [1], [17], [0.0])
+    layers, _, _ = chain_case(np.float64)
+    with pytest.raises(ValueError, match="kinds must name one activation per layer"):
+        ref.pack_chain(layers, ["relu"], d_in=7)
+    with pytest.raises(ValueError, match="d_in must be a positive integer"):
+        ref.pack_chain(layers, CHAIN_KINDS, d_in=0)
+    with pytest.raises(ValueError, match="indices must lie in"):
+        ref.pack_chain(layers, CHAIN_KINDS, d_in=3)  # layer 0 reads columns up to 6
+    with pytest.raises(ValueError, match="kind='softplus'"):
+        ref.pack_chain(layers, ["relu", "softplus", "identity"], d_in=7)
+    layout = ref.pack_chain(layers, CHAIN_KINDS, d_in=7)[4]
+    with pytest.raises(ValueError):
+        layout.dims[0] = 3  # read-only: a layout cannot drift from the arrays it describes

@@ -145,3 +145,54 @@ def test_sparsify_refuses_a_model_with_nothing_to_convert():
     nested = Sequential(Sequential(pruned_linear(4, 3, 0.5), ReLU()), Linear(3, 2, rng=1))
     out = sp.sparsify(nested)
     assert type(out.layers[0].layers[0]).__name__ == "SparseLinear"
+
+
+@pytest.mark.parametrize("batch", [1, 2, 9])
+def test_sparse_chain_runs_the_whole_pruned_net_in_one_call(backend, dtype, batch):
+    net = mlp([8, 16, 12, 3], activation="tanh", rng=7, dtype=dtype)
+    rng = np.random.default_rng(8)
+    for layer, _ in prune.weight_layers(net):
+        layer.params["b"][...] = rng.normal(size=layer.params["b"].shape)
+    prune.prune_model(net, 0.7)
+    x = rng.normal(size=(batch, 8)).astype(dtype)
+    with ddlib.use_backend("numpy"):
+        want = net(x)
+    chain = sp.sparsify(net, fuse=True)
+    assert isinstance(chain, sp.SparseChain)
+    assert repr(chain) == f"SparseChain(8 -> 16 tanh -> 12 tanh -> 3, nnz={chain.nnz})"
+    assert chain.nnz == sum(int(layer.masks["W"].sum()) for layer, _ in prune.weight_layers(net))
+    assert chain.params == {} and chain.nbytes == sum(
+        sp.SparseLinear.from_linear(layer).nbytes for layer, _ in prune.weight_layers(net))
+    got = backend.to_numpy(chain.to(backend.name)(backend.asarray(x)))
+    rtol = 2e-5 if dtype == np.float32 else 1e-10
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol)
+    # the same outputs as the layer-by-layer sparse copy
+    per_layer = backend.to_numpy(sp.sparsify(net).to(backend.name)(backend.asarray(x)))
+    np.testing.assert_allclose(got, per_layer, rtol=rtol, atol=rtol)
+
+
+def test_sparse_chain_takes_plain_chains_only_and_is_inference_only():
+    from ddlib.layers import BatchNorm, LeakyReLU
+
+    net = Sequential(Sequential(pruned_linear(4, 6, 0.5), LeakyReLU(0.3)), pruned_linear(6, 2, 0.5))
+    chain = sp.SparseChain.from_model(net)  # nested containers are flattened
+    assert chain.kinds == ("leaky_relu", "identity")
+    assert chain.packed[4].alphas.tolist() == [0.3, 0.01]
+    x = np.random.default_rng(0).normal(size=(1, 4))
+    np.testing.assert_allclose(chain(x), net(x), rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="BatchNorm.*neither a linear layer nor a plain"):
+        sp.SparseChain.from_model(Sequential(pruned_linear(4, 3, 0.5), BatchNorm(3)))
+    with pytest.raises(ValueError, match="must follow a linear layer directly"):
+        sp.SparseChain.from_model(Sequential(pruned_linear(4, 3, 0.5), ReLU(), ReLU()))
+    with pytest.raises(RuntimeError, match="no backward pass"):
+        chain.backward(np.ones((1, 2)))
+    with pytest.raises(ValueError, match="expects 4"):
+        chain(np.ones((1, 5)))
+    with pytest.raises(TypeError, match="dtype float32 but the chain's weights are float64"):
+        chain(np.ones((1, 4), np.float32))
+    bad = np.ones((1, 4))
+    bad[0, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN or inf"):
+        chain(bad)
+    with pytest.raises(ValueError, match="sparsify: the model has no pruned Linear"):
+        sp.sparsify(mlp([4, 3, 2], rng=0), fuse=True)

@@ -4,6 +4,8 @@ Written to be plainly correct:
 
 * ``csr_matmul``: one thread per output entry (batch row i, unit o), summing unit o's
   stored weights times the inputs of row i they read;
+* ``csr_chain``: layer by layer, ``csr_matmul`` then the activation kernel (views of the
+  packed device arrays; the chain's small metadata stays on the host);
 * ``hash_expand``: one thread per virtual weight (a gather);
 * ``hash_reduce``: one thread per virtual weight, adding sign * g into its bucket with an
   atomic add (positions sharing a bucket would otherwise race); the order of those adds
@@ -23,11 +25,17 @@ import math
 from numba import cuda
 
 from .. import checks as ck
-from ..numpy_ref.sparse import check_csr, check_expand_args, check_reduce_args
-from .core import _flat, _need_device, fill
+from ..numpy_ref.sparse import (
+    chain_layers,
+    check_chain,
+    check_csr,
+    check_expand_args,
+    check_reduce_args,
+)
+from .core import _flat, _need_device, act_forward, fill
 from .launch import TPB_1D, grid_1d, grid_rows_cols
 
-__all__ = ["csr_matmul", "hash_expand", "hash_reduce"]
+__all__ = ["csr_matmul", "csr_chain", "hash_expand", "hash_reduce"]
 
 #: argument types for ``make ptx-check`` (codes as in tests/cuda/test_ptx.py); index
 #: arrays come as int64 (L) or int32 (I)
@@ -78,6 +86,16 @@ def csr_matmul(indptr, indices, data, x, b=None, out=None):
     has_b = b is not None
     _csr_rows[blocks, threads](indptr, indices, data, x, b if has_b else data, has_b, out)
     return out
+
+
+def csr_chain(indptr, indices, data, bias, layout, x):
+    """A pruned net's forward pass on the device, layer by layer (see numpy_ref.sparse)."""
+    who = "csr_chain"
+    _need_device(who, indptr=indptr, indices=indices, data=data, bias=bias, x=x)
+    check_chain(who, indptr, indices, data, bias, layout, x)
+    for (ip, ix, dt, b), kind, alpha in chain_layers(indptr, indices, data, bias, layout):
+        x = act_forward(kind, csr_matmul(ip, ix, dt, x, b), alpha)
+    return x
 
 
 @cuda.jit

@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import checks as ck
 
-__all__ = ["csr_matmul", "hash_expand", "hash_reduce"]
+__all__ = ["csr_matmul", "csr_chain", "hash_expand", "hash_reduce"]
 
 
 def _need_index(who, name, a, ndim=1):
@@ -206,3 +206,174 @@ def need_k(who, k):
         raise ValueError(f"{who}: k (the number of real weights) must be an integer >= 1, "
                          f"got {k!r}")
     return int(k)
+
+
+# --- csr_chain: a whole pruned net in one call -----------------------------------------------
+
+
+class ChainLayout:
+    """The shape of a packed chain, checked once when it is built: ``dims`` = [d_in, m_1,
+    ..., m_L], ``nnz`` the stored entries per layer, ``codes`` the activation after each
+    layer (positions in ``core.ACTIVATIONS``) and ``alphas`` their slopes (leaky ReLU).
+
+    Read-only host arrays; a backend's ``csr_chain`` compares the packed arrays' lengths
+    with the totals below (a few attribute reads, which is what keeps a batch-1 call cheap).
+    """
+
+    __slots__ = ("dims", "nnz", "codes", "alphas", "n_layers", "n_ptr", "n_nnz", "n_bias",
+                 "d_in", "d_out", "max_width", "_alphas_by_dtype")
+
+    def __init__(self, dims, nnz, codes, alphas):
+        from .core import ACTIVATIONS
+
+        dims, nnz, codes = (np.array(a, dtype=np.int64).reshape(-1) for a in (dims, nnz, codes))
+        alphas = np.array(alphas, dtype=np.float64).reshape(-1)
+        n = codes.shape[0]
+        if n < 1 or dims.shape[0] != n + 1 or nnz.shape[0] != n or alphas.shape[0] != n:
+            raise ValueError(f"ChainLayout: a chain of {n} layers needs {n + 1} dims, {n} nnz "
+                             f"and {n} alphas, got {dims.shape[0]}, {nnz.shape[0]} and "
+                             f"{alphas.shape[0]}")
+        if np.any(dims < 1) or np.any(nnz < 0):
+            raise ValueError(f"ChainLayout: dims must be positive and nnz non-negative, got "
+                             f"{dims.tolist()} and {nnz.tolist()}")
+        if np.any((codes < 0) | (codes >= len(ACTIVATIONS))):
+            raise ValueError(f"ChainLayout: codes must be activation codes in "
+                             f"[0, {len(ACTIVATIONS)}) (positions in {ACTIVATIONS}), got "
+                             f"{codes.tolist()}")
+        for a in (dims, nnz, codes, alphas):
+            a.flags.writeable = False
+        self.dims, self.nnz, self.codes, self.alphas = dims, nnz, codes, alphas
+        self.n_layers = n
+        self.n_ptr = int(dims[1:].sum()) + n
+        self.n_nnz = int(nnz.sum())
+        self.n_bias = int(dims[1:].sum())
+        self.d_in, self.d_out = int(dims[0]), int(dims[-1])
+        self.max_width = int(dims.max())
+        self._alphas_by_dtype = {}
+
+    def alphas_as(self, dtype):
+        """``alphas`` in the chain's float dtype (what an activation kernel computes with)."""
+        a = self._alphas_by_dtype.get(dtype)
+        if a is None:
+            a = self.alphas.astype(dtype)
+            a.flags.writeable = False
+            self._alphas_by_dtype[dtype] = a
+        return a
+
+    def __repr__(self):
+        return (f"ChainLayout(dims={self.dims.tolist()}, nnz={self.nnz.tolist()}, "
+                f"codes={self.codes.tolist()})")
+
+
+def pack_chain(layers, kinds, d_in, alphas=None):
+    """The packed form ``csr_chain`` reads, from per-layer ``(indptr, indices, data, b)``.
+
+    ``d_in`` is the number of inputs of the first layer (a CSR matrix does not know its
+    own number of columns); each later layer reads the previous one's outputs.
+    Returns ``(indptr, indices, data, bias, layout)``: the layers' indptr arrays one after
+    the other (each starting at 0, int64), their indices (int64) and data concatenated,
+    their biases concatenated (zeros for a layer without one), and their ``ChainLayout``.
+    Host NumPy arrays; move the first four to a backend with its ``asarray``.
+    """
+    from .core import activation_code
+
+    layers, kinds = list(layers), list(kinds)
+    if not layers:
+        raise ValueError("pack_chain: layers must hold at least one (indptr, indices, data, b)")
+    if len(kinds) != len(layers):
+        raise ValueError(f"pack_chain: kinds must name one activation per layer "
+                         f"({len(layers)}), got {len(kinds)}")
+    alphas = [0.01] * len(layers) if alphas is None else [float(a) for a in alphas]
+    if isinstance(d_in, bool) or not isinstance(d_in, (int, np.integer)) or d_in < 1:
+        raise ValueError(f"pack_chain: d_in must be a positive integer, got {d_in!r}")
+    dtype = np.asarray(layers[0][2]).dtype
+    dims, ptrs, idx, dat, bias, nnz = [int(d_in)], [], [], [], [], []
+    for li, (indptr, indices, data, b) in enumerate(layers):
+        indptr, indices, data = np.asarray(indptr), np.asarray(indices), np.asarray(data)
+        if data.dtype != dtype:
+            raise TypeError(f"pack_chain: layer {li} has dtype {data.dtype}, layer 0 {dtype}; "
+                            "one chain has one dtype")
+        m = indptr.shape[0] - 1
+        if indptr.ndim != 1 or m < 0:
+            raise ValueError(f"pack_chain: layer {li}'s indptr must be 1-D with m + 1 entries")
+        check_csr_content("pack_chain", indptr, indices, data.shape[0], dims[-1])
+        dims.append(m)
+        ptrs.append(indptr.astype(np.int64))
+        idx.append(indices.astype(np.int64))
+        dat.append(data)
+        bias.append(np.zeros(m, dtype) if b is None else np.asarray(b, dtype=dtype))
+        nnz.append(data.shape[0])
+    layout = ChainLayout(dims, nnz, [activation_code(k) for k in kinds], alphas)
+    return (np.concatenate(ptrs), np.concatenate(idx), np.concatenate(dat).astype(dtype),
+            np.concatenate(bias), layout)
+
+
+def check_chain(who, indptr, indices, data, bias, layout, x):
+    """The structure checks every backend's ``csr_chain`` makes (attribute reads only):
+    returns the batch size.  The common case (everything right) is one chain of compares;
+    only a mismatch runs the checks that word the error."""
+    if not isinstance(layout, ChainLayout):
+        raise TypeError(f"{who}: layout must be a ChainLayout (from pack_chain), got "
+                        f"{type(layout).__name__}")
+    xs = x.shape
+    if (len(xs) == 2 and xs[1] == layout.d_in and x.dtype in ck.FLOATS
+            and data.dtype == x.dtype and bias.dtype == x.dtype
+            and indptr.shape == (layout.n_ptr,) and indices.shape == (layout.n_nnz,)
+            and data.shape == (layout.n_nnz,) and bias.shape == (layout.n_bias,)
+            and indptr.dtype.kind in "iu" and indices.dtype.kind in "iu"):
+        return xs[0]
+    ck.need_2d(who, "x", x)
+    ck.need_float(who, x=x, data=data, bias=bias)
+    ck.need_same_dtype(who, "x", x, data=data, bias=bias)
+    if x.shape[1] != layout.d_in:
+        raise ValueError(f"{who}: x has {x.shape[1]} columns but the chain's first layer "
+                         f"reads {layout.d_in} inputs")
+    for name, a, want in (("indptr", indptr, layout.n_ptr), ("indices", indices, layout.n_nnz),
+                          ("data", data, layout.n_nnz), ("bias", bias, layout.n_bias)):
+        if a.shape != (want,):
+            raise ValueError(f"{who}: {name} must be 1-D of length {want} for {layout}, got "
+                             f"shape {tuple(a.shape)}")
+    _need_index(who, "indptr", indptr)
+    _need_index(who, "indices", indices)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def chain_layers(indptr, indices, data, bias, layout):
+    """Per layer, ``((indptr, indices, data, b), kind, alpha)`` of a packed chain (the
+    arrays are views of whatever they are: host or device)."""
+    from .core import ACTIVATIONS
+
+    dims, nnz = layout.dims, layout.nnz
+    p = z = c = 0
+    for li in range(layout.n_layers):
+        m, k = int(dims[li + 1]), int(nnz[li])
+        yield ((indptr[p:p + m + 1], indices[z:z + k], data[z:z + k], bias[c:c + m]),
+               ACTIVATIONS[int(layout.codes[li])], float(layout.alphas[li]))
+        p, z, c = p + m + 1, z + k, c + m
+
+
+def csr_chain(indptr, indices, data, bias, layout, x):
+    """A pruned net's inference in one call: for each layer l, x <- f_l(x A_l^T + b_l).
+
+    The layers come packed (``pack_chain``): one CSR matrix per layer (rows = output units,
+    as in ``csr_matmul``), its bias, and the activation after it, described by a
+    ``ChainLayout``.  Here it is what it means: one ``csr_matmul`` and one
+    ``act_forward`` per layer.  A batch holding NaN or inf is a ValueError on the host
+    backends (the cpu kernel finds it while copying the batch in); the cuda backend does not
+    scan device inputs, as none of its kernels do.
+
+    >>> layer1 = (np.array([0, 1, 3]), np.array([1, 0, 2]), np.array([2.0, 1.0, -1.0]), None)
+    >>> layer2 = (np.array([0, 2]), np.array([0, 1]), np.array([1.0, 1.0]), np.array([0.5]))
+    >>> packed = pack_chain([layer1, layer2], ["relu", "identity"], d_in=3)
+    >>> csr_chain(*packed, np.array([[1.0, 2.0, 3.0]]))   # relu([4, -2]) = [4, 0]; 4 + 0 + 0.5
+    array([[4.5]])
+    """
+    from .core import act_forward
+
+    check_chain("csr_chain", indptr, indices, data, bias, layout, x)
+    if not np.isfinite(x).all():
+        raise ValueError(f"csr_chain: x contains {int(np.size(x) - np.isfinite(x).sum())} "
+                         "NaN or inf value(s)")
+    for (ip, ix, dt, b), kind, alpha in chain_layers(indptr, indices, data, bias, layout):
+        x = act_forward(kind, csr_matmul(ip, ix, dt, x, b), alpha)
+    return x
