@@ -37,10 +37,20 @@ $(STAMP): pyproject.toml
 # Jupyter refuses to start as root unless told; containers and CI machines often are root.
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-lab: setup
-	@echo "Starting JupyterLab on notebooks/ at http://localhost:$(PORT)/lab"
-	@echo "(open the link with ?token=... that Jupyter prints below; Ctrl-C stops it)"
-	$(VENV)/bin/jupyter lab --no-browser --port=$(PORT) --ServerApp.root_dir=notebooks $(ALLOW_ROOT)
+# The server's login token is made once per checkout and kept in .state/, so the address
+# printed here is the one to open (an address without it only reaches the login page).
+# No port retries: if PORT is taken the server stops rather than move to a port not printed.
+LAB_TOKEN := $(STATE)/jupyter/lab-token
+
+$(LAB_TOKEN):
+	@mkdir -p $(dir $@)
+	@umask 077; $(PYTHON) -c "import secrets; print(secrets.token_hex(24))" > $@
+
+lab: setup $(LAB_TOKEN)
+	@echo "JupyterLab on notebooks/: open http://localhost:$(PORT)/lab?token=$$(cat $(LAB_TOKEN))"
+	@echo "(the token is kept in .state/jupyter/lab-token; Ctrl-C stops the server)"
+	@JUPYTER_TOKEN="$$(cat $(LAB_TOKEN))" $(VENV)/bin/jupyter lab --no-browser --port=$(PORT) \
+		--ServerApp.port_retries=0 --ServerApp.root_dir=notebooks $(ALLOW_ROOT)
 
 test: setup
 	@status=0; \

@@ -86,3 +86,24 @@ def test_gpu_script_parses_and_runs_the_cuda_tests_and_benchmark():
     text = script.read_text()
     assert "set -uo pipefail" in text
     assert '-m "(cuda or gpu) and not ptx"' in text and "-m benchmarks.gpu" in text
+
+
+def test_make_lab_prints_the_address_with_the_token_it_gives_the_server():
+    # an address without the token only reaches JupyterLab's login page
+    text = (ROOT / "Makefile").read_text()
+    recipe = text[text.index("\nlab:"):].split("\n\n", 1)[0]
+    shown = re.search(r'echo ".*http://localhost:\$\(PORT\)/lab\?token=\$\$\(cat \$\((\w+)\)\)', recipe)
+    assert shown, recipe
+    assert re.search(rf'JUPYTER_TOKEN="\$\$\(cat \$\({shown.group(1)}\)\)" \$\(VENV\)/bin/jupyter lab',
+                     recipe), recipe
+    assert "--port=$(PORT)" in recipe and "port_retries=0" in recipe  # no silent move to a port not shown
+    assert re.search(rf"^\$\({shown.group(1)}\):", text, re.M)          # the token file is made
+    assert f"{shown.group(1)} := $(STATE)/" in text                      # ... inside .state/
+
+
+def test_license_is_an_spdx_expression_the_build_backend_reads():
+    proj = _pyproject()
+    assert proj["project"]["license"] == "MIT"  # not the deprecated table form
+    (req,) = [r for r in proj["build-system"]["requires"] if _name(r) == "setuptools"]
+    floor = tuple(int(p) for p in re.search(r">=\s*([\d.]+)", req).group(1).split("."))
+    assert floor >= (77,), req  # setuptools 77 is the first to accept the string form

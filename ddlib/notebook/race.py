@@ -6,7 +6,9 @@ be called and tested without a browser:
 * ``plot_race(surface, paths)`` draws every path on the contour plot beside the loss curves;
   ``race_figure(...)`` builds the rules, runs and draws them (one redraw of the widget);
 * ``plot_mlp_race`` draws the digits race's loss against epoch;
-* ``optimizer_race()`` wires both into an ipywidgets Tab.
+* ``optimizer_race()`` wires both into an ipywidgets Tab (``OptimizerRace``), and
+  ``momentum_race()`` offers three of the rules on four surfaces (``SurfaceRace``, the
+  surface tab on its own).
 
 Example::
 
@@ -18,10 +20,14 @@ from __future__ import annotations
 
 import functools
 
+import ipywidgets as w
 import numpy as np
+from IPython.display import display
+from matplotlib.figure import Figure  # not pyplot's: never shown again at the end of a cell
 
 from ..chapter import surfaces
 from ..chapter.race import RACE_RULES, SURFACE_DEFAULTS, mlp_race, race, race_rules
+from .controls import Redraw, ladder_slider
 
 _COLORS = dict(zip(RACE_RULES, ("#1f77b4", "#ff7f0e", "#2ca02c", "#8c564b", "#9467bd",
                                 "#d62728", "#e377c2", "#7f7f7f", "#17becf")))
@@ -167,105 +173,152 @@ def plot_mlp_race(results, fig=None):
 
 
 # ---------------------------------------------------------------- the widget wiring
-def optimizer_race(surface="rosenbrock", rules=("sgd", "momentum", "nesterov", "rmsprop", "adam")):
-    """The race as ipywidgets: a rule picker above two tabs (surfaces, digits MLP).
+FIVE = ("sgd", "momentum", "nesterov", "rmsprop", "adam")
+MOMENTUM_SURFACES = ("local_minima", "ellipse", "rosenbrock", "bowl")
+_STYLE = {"description_width": "90px"}
 
-    Tab 1 redraws ``race_figure`` whenever a control moves; choosing a surface loads its
-    default rates, steps and start point.  Tab 2 trains when its button is pressed (results
-    are cached, so returning to earlier settings is instant).  Returns the top widget.
+
+def _slider(cls, value, lo, hi, step, description, **kw):
+    # continuous_update off: a redraw costs a few tenths of a second, so the kernel hears
+    # where a drag ends rather than queueing one redraw per value the handle crossed
+    return cls(value=value, min=lo, max=hi, step=step, description=description, style=_STYLE,
+               continuous_update=False, **kw)
+
+
+class SurfaceRace(w.VBox):
+    """The race on one 2-D surface as widgets: the controls above, the figure below.
+
+    ``rules`` are the rules drawn (``self.rules``, a SelectMultiple; pass ``rules_picker``
+    to share one with other tabs); ``names`` the surfaces offered; ``columns`` the controls
+    shown, column by column, by attribute name (the others keep their values).  Choosing a
+    surface loads its rates and steps (``SURFACE_DEFAULTS``), its start and its box.  Every
+    action, from building the widget to a new surface, a rule or a slider let go, is one
+    call of ``draw()``; every default is a value its control can show exactly
+    (``controls.browser_value``).
+
+    Example: ``SurfaceRace("saddle", ["sgd", "adam"])`` (a notebook displays it).
     """
-    import ipywidgets as w
-    from IPython.display import display
-    from matplotlib.figure import Figure  # not pyplot's: the widget's figures are never
-    # shown again by the notebook's inline backend when the cell ends
 
-    d = SURFACE_DEFAULTS[surface]
-    s = surfaces.get(surface)
-    style = {"description_width": "90px"}
-    rules_w = w.SelectMultiple(options=RACE_RULES, value=tuple(rules), rows=len(RACE_RULES),
-                               description="rules", style=style)
-    surf_w = w.Dropdown(options=list(surfaces.SURFACES), value=surface, description="surface",
-                        style=style)
-    lr_w = w.FloatLogSlider(value=d["lr"], base=10, min=-4, max=0.5, step=0.05,
-                            description="lr", style=style, readout_format=".2g")
-    alr_w = w.FloatLogSlider(value=d["adaptive_lr"], base=10, min=-4, max=0, step=0.05,
-                             description="adaptive lr", style=style, readout_format=".2g")
-    beta_w = w.FloatSlider(value=0.9, min=0.0, max=0.99, step=0.01, description="beta",
-                           style=style)
-    rho_w = w.FloatSlider(value=0.9, min=0.0, max=0.999, step=0.001, description="rho",
-                          style=style, readout_format=".3f")
-    x0_w = w.FloatSlider(value=s.start[0], min=s.xlim[0], max=s.xlim[1], step=0.05,
-                         description="start x", style=style)
-    y0_w = w.FloatSlider(value=s.start[1], min=s.ylim[0], max=s.ylim[1], step=0.05,
-                         description="start y", style=style)
-    steps_w = w.IntSlider(value=d["steps"], min=10, max=1000, step=10, description="steps",
-                          style=style)
-    out2d = w.Output()
-    fig2d = {"fig": None}
-    busy = {"loading": False}
+    COLUMNS = (("surface", "lr", "adaptive_lr", "steps"), ("beta", "rho", "x0", "y0"))
 
-    def redraw(*_):
-        if busy["loading"]:
-            return
-        with out2d:
-            out2d.clear_output(wait=True)
-            if not rules_w.value:
-                print("pick at least one rule")
-                return
-            if fig2d["fig"] is None:
-                fig2d["fig"] = Figure(figsize=(10, 4))
-            fig, _ = race_figure(surf_w.value, rules_w.value, lr_w.value, alr_w.value,
-                                 beta_w.value, rho_w.value, (x0_w.value, y0_w.value),
-                                 steps_w.value, fig=fig2d["fig"])
-            display(fig)
+    def __init__(self, surface="rosenbrock", rules=FIVE, names=None, columns=COLUMNS,
+                 rules_picker=None):
+        s = surfaces.get(surface)
+        d = SURFACE_DEFAULTS[s.name]
+        names = list(surfaces.SURFACES) if names is None else list(names)
+        lrs = [v["lr"] for v in SURFACE_DEFAULTS.values()]
+        alrs = [v["adaptive_lr"] for v in SURFACE_DEFAULTS.values()]
+        self.rules = rules_picker or w.SelectMultiple(
+            options=RACE_RULES, value=tuple(rules), rows=len(RACE_RULES), description="rules",
+            style=_STYLE)
+        self.surface = w.Dropdown(options=names, value=s.name, description="surface", style=_STYLE)
+        self.lr = ladder_slider(d["lr"], "lr", 1e-4, 3.0, extra=lrs, style=_STYLE)
+        self.adaptive_lr = ladder_slider(d["adaptive_lr"], "adaptive lr", 1e-4, 1.0, extra=alrs,
+                                       style=_STYLE)
+        self.steps = _slider(w.IntSlider, d["steps"], 10, 1000, 10, "steps")
+        self.beta = _slider(w.FloatSlider, 0.9, 0.0, 0.99, 0.01, "beta")
+        self.rho = _slider(w.FloatSlider, 0.9, 0.0, 0.999, 0.001, "rho", readout_format=".3f")
+        # a 0.01 grid holds every surface's start (the saddle's y = 0.01 among them)
+        self.x0 = _slider(w.FloatSlider, float(s.start[0]), *s.xlim, 0.01, "start x")
+        self.y0 = _slider(w.FloatSlider, float(s.start[1]), *s.ylim, 0.01, "start y")
+        self.out = w.Output()
+        self._fig = None
+        super().__init__(children=[
+            w.HBox([w.VBox([getattr(self, n) for n in col]) for col in columns]), self.out])
+        self.redraw = Redraw(lambda: self.draw())
+        self.redraw.on_change(self.surface, self._load_surface)
+        self.redraw.watch(self.rules, self.lr, self.adaptive_lr, self.steps, self.beta, self.rho,
+                          self.x0, self.y0)
+        self.redraw.request()
 
-    def load_surface(change):
+    def _load_surface(self, change):
         new = surfaces.get(change["new"])
-        dd = SURFACE_DEFAULTS[new.name]
-        busy["loading"] = True
-        try:
-            # widen the ranges first so the new values are never clamped by the old ones
-            for sl, (lo, hi), v in ((x0_w, new.xlim, new.start[0]), (y0_w, new.ylim, new.start[1])):
-                sl.min, sl.max = min(sl.min, lo), max(sl.max, hi)
-                sl.value = float(v)
-                sl.min, sl.max = lo, hi
-            lr_w.value, alr_w.value, steps_w.value = dd["lr"], dd["adaptive_lr"], dd["steps"]
-        finally:
-            busy["loading"] = False
-        redraw()
+        d = SURFACE_DEFAULTS[new.name]
+        with self.redraw.hold():
+            for sl, (lo, hi), v in ((self.x0, new.xlim, new.start[0]),
+                                    (self.y0, new.ylim, new.start[1])):
+                with sl.hold_sync():  # one message to the browser: range and value together
+                    # widen first, so neither the old range clamps the new value nor the
+                    # new range the old one
+                    sl.min, sl.max = min(sl.min, lo), max(sl.max, hi)
+                    sl.value = float(v)
+                    sl.min, sl.max = lo, hi
+            self.lr.value, self.adaptive_lr.value = d["lr"], d["adaptive_lr"]
+            self.steps.value = d["steps"]
+            self.redraw.request()  # the surface itself changed, even if no setting did
 
-    surf_w.observe(load_surface, names="value")
-    for c in (rules_w, lr_w, alr_w, beta_w, rho_w, x0_w, y0_w, steps_w):
-        c.observe(redraw, names="value")
-    tab1 = w.VBox([w.HBox([w.VBox([surf_w, lr_w, alr_w, steps_w]),
-                           w.VBox([beta_w, rho_w, x0_w, y0_w])]), out2d])
-
-    mlr_w = w.FloatLogSlider(value=0.1, base=10, min=-3, max=0, step=0.1, description="lr",
-                             style=style, readout_format=".2g")
-    malr_w = w.FloatLogSlider(value=3e-3, base=10, min=-4, max=-1, step=0.1,
-                              description="adaptive lr", style=style, readout_format=".2g")
-    ep_w = w.IntSlider(value=5, min=1, max=20, description="epochs", style=style)
-    hid_w = w.IntSlider(value=32, min=8, max=128, step=8, description="hidden", style=style)
-    go = w.Button(description="train", button_style="primary")
-    out_mlp = w.Output()
-
-    def train_mlp(*_):
-        with out_mlp:
-            out_mlp.clear_output(wait=True)
-            if not rules_w.value:
+    def draw(self):
+        """Run the chosen rules with the controls' settings and show the race (one redraw)."""
+        with self.out:
+            self.out.clear_output(wait=True)
+            if not self.rules.value:
                 print("pick at least one rule")
                 return
-            print(f"training {len(rules_w.value)} rule(s) ...")
-            res = mlp_race(rules_w.value, mlr_w.value, malr_w.value, beta_w.value, rho_w.value,
-                           ep_w.value, hid_w.value)
-            out_mlp.clear_output(wait=True)
+            if self._fig is None:
+                self._fig = Figure(figsize=(10, 4))
+            race_figure(self.surface.value, self.rules.value, self.lr.value,
+                        self.adaptive_lr.value, self.beta.value, self.rho.value,
+                        (self.x0.value, self.y0.value), self.steps.value, fig=self._fig)
+            display(self._fig)
+
+
+class OptimizerRace(w.VBox):
+    """The optimizer race: a rule picker above two tabs, 2-D surfaces and the digits MLP.
+
+    ``self.race`` is the surface tab (a SurfaceRace); the MLP tab trains when its button is
+    pressed (results are cached, so returning to earlier settings is instant) and reads
+    beta and rho from the surface tab.
+    """
+
+    def __init__(self, surface="rosenbrock", rules=FIVE):
+        self.race = SurfaceRace(surface, rules)
+        self.rules = self.race.rules
+        self.mlp_lr = ladder_slider(0.1, "lr", 1e-3, 1.0, style=_STYLE)
+        self.mlp_adaptive_lr = ladder_slider(3e-3, "adaptive lr", 1e-4, 0.1, style=_STYLE)
+        self.epochs = _slider(w.IntSlider, 5, 1, 20, 1, "epochs")
+        self.hidden = _slider(w.IntSlider, 32, 8, 128, 8, "hidden")
+        self.train = w.Button(description="train", button_style="primary")
+        self.mlp_out = w.Output()
+        self._trainer = Redraw(lambda: self.train_mlp())
+        self._trainer.on_click(self.train)
+        mlp = w.VBox([w.HBox([w.VBox([self.mlp_lr, self.mlp_adaptive_lr]),
+                              w.VBox([self.epochs, self.hidden, self.train])]),
+                      w.HTML("beta and rho are shared with the surface tab."), self.mlp_out])
+        tabs = w.Tab(children=[self.race, mlp])
+        tabs.set_title(0, "2-D surfaces")
+        tabs.set_title(1, "digits MLP")
+        super().__init__(children=[self.rules, tabs])
+
+    def train_mlp(self):
+        """Train the MLP with every chosen rule (cached) and draw the losses."""
+        with self.mlp_out:
+            self.mlp_out.clear_output(wait=True)
+            rules = self.rules.value
+            if not rules:
+                print("pick at least one rule")
+                return
+            print(f"training {len(rules)} rule(s) ...")
+            res = mlp_race(rules, self.mlp_lr.value, self.mlp_adaptive_lr.value,
+                           self.race.beta.value, self.race.rho.value, self.epochs.value,
+                           self.hidden.value)
+            self.mlp_out.clear_output(wait=True)
             display(plot_mlp_race(res, fig=Figure(figsize=(10, 3.6))))
 
-    go.on_click(train_mlp)
-    tab2 = w.VBox([w.HBox([w.VBox([mlr_w, malr_w]), w.VBox([ep_w, hid_w, go])]),
-                   w.HTML("beta and rho are shared with the surface tab."), out_mlp])
-    tabs = w.Tab(children=[tab1, tab2])
-    tabs.set_title(0, "2-D surfaces")
-    tabs.set_title(1, "digits MLP")
-    redraw()
-    return w.VBox([rules_w, tabs])
+
+def optimizer_race(surface="rosenbrock", rules=FIVE):
+    """The race as ipywidgets: a rule picker above two tabs (surfaces, digits MLP).
+
+    Returns the top widget, an ``OptimizerRace``; its surface tab redraws once per action
+    and loads each surface's defaults when it is chosen.
+    """
+    return OptimizerRace(surface, rules)
+
+
+def momentum_race(surface="local_minima", names=MOMENTUM_SURFACES):
+    """Plain descent, momentum and Nesterov side by side (Sec. 3.5.2), as widgets.
+
+    A surface picker, the rate, the number of steps and beta; choosing a surface loads its
+    default rate and steps, as the full race does.  Returns the ``SurfaceRace``.
+    """
+    return SurfaceRace(surface, ("sgd", "momentum", "nesterov"), names=names,
+                       columns=(("surface", "lr", "steps"), ("beta",)))

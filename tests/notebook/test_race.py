@@ -1,9 +1,14 @@
-"""ddlib.notebook.race: the race's rule settings, runs, plots and widget wiring, without a browser."""
+"""ddlib.notebook.race: the race's rule settings, runs, plots and widget wiring, without a browser
+(one redraw per user action, each surface's defaults, draws kept on the widget's thread)."""
+
+import asyncio
+import threading
 
 import matplotlib
 
 matplotlib.use("Agg")
 
+import ipywidgets as w  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -11,6 +16,7 @@ import pytest  # noqa: E402
 from ddlib import optim
 from ddlib.chapter import race, surfaces
 from ddlib.notebook import race as race_ui  # noqa: E402
+from ddlib.notebook.controls import browser_value  # noqa: E402
 
 # what each race name must be, given lr=0.03, adaptive_lr=0.02, beta=0.5, rho=0.8
 EXPECTED = {
@@ -158,3 +164,133 @@ def test_optimizer_race_widget_wires_surface_choice_to_start_and_rates(capsys):
     assert (x0_w.min, x0_w.max) == cliff.xlim
     d = race.SURFACE_DEFAULTS["cliff"]
     assert lr_w.value == pytest.approx(d["lr"]) and steps_w.value == d["steps"]
+
+
+# ---------------------------------------------------------------- one user action, one redraw
+@pytest.fixture
+def draws(monkeypatch):
+    """The surface of every SurfaceRace.draw call (the widget's one redraw), in order."""
+    calls = []
+    draw = race_ui.SurfaceRace.draw
+
+    def counted(self):
+        calls.append(self.surface.value)
+        return draw(self)
+
+    monkeypatch.setattr(race_ui.SurfaceRace, "draw", counted)
+    return calls
+
+
+def _value_controls(widget):
+    out, todo = [], [widget]
+    while todo:
+        x = todo.pop()
+        if isinstance(x, w.Box):
+            todo.extend(x.children)
+        elif hasattr(x, "value") and not isinstance(x, (w.Output, w.HTML, w.Button)):
+            out.append(x)
+    return out
+
+
+def _browser_echo(widget):
+    """What a browser sends back when the widget first appears: a slider whose position is
+    reported while it updates (continuous_update) reports where its value was snapped to."""
+    for c in _value_controls(widget):
+        if getattr(c, "continuous_update", False):
+            c.value = browser_value(c)
+
+
+def test_the_race_draws_once_when_it_first_appears(draws, capsys):
+    ui = race_ui.optimizer_race("rosenbrock")
+    assert draws == ["rosenbrock"]
+    _browser_echo(ui)
+    assert draws == ["rosenbrock"]
+    m = race_ui.momentum_race()
+    _browser_echo(m)
+    assert draws == ["rosenbrock", "local_minima"]
+
+
+def test_a_new_surface_is_one_redraw_with_that_surfaces_defaults(draws, capsys):
+    ui = race_ui.optimizer_race("rosenbrock").race
+    for name in [n for n in surfaces.SURFACES if n != "rosenbrock"] + ["rosenbrock"]:
+        draws.clear()
+        ui.surface.value = name
+        assert draws == [name]
+        s, d = surfaces.get(name), race.SURFACE_DEFAULTS[name]
+        assert (ui.x0.value, ui.y0.value) == tuple(s.start)
+        assert (ui.x0.min, ui.x0.max, ui.y0.min, ui.y0.max) == s.xlim + s.ylim
+        assert (ui.lr.value, ui.adaptive_lr.value, ui.steps.value) == (d["lr"], d["adaptive_lr"],
+                                                                        d["steps"])
+
+
+def test_every_control_is_one_redraw_per_change(draws, capsys):
+    ui = race_ui.optimizer_race("ellipse", rules=("sgd", "adam")).race
+    moves = [(ui.rules, ("sgd", "momentum", "adam")), (ui.lr, 0.2), (ui.adaptive_lr, 0.05),
+             (ui.steps, 150), (ui.beta, 0.8), (ui.rho, 0.95), (ui.x0, -1.5), (ui.y0, 0.5)]
+    for control, value in moves:
+        draws.clear()
+        control.value = value
+        assert draws == ["ellipse"], control.description
+    draws.clear()
+    ui.rules.value = ()
+    assert draws == ["ellipse"]  # and the output says why there is no figure
+    assert "pick at least one rule" in capsys.readouterr().out
+
+
+def test_the_digits_tab_trains_once_per_click(monkeypatch, capsys):
+    clicks = []
+    monkeypatch.setattr(race_ui.OptimizerRace, "train_mlp", lambda self: clicks.append(1))
+    ui = race_ui.optimizer_race()
+    assert clicks == []  # nothing trains until asked
+    ui.train.click()
+    ui.train.click()
+    assert clicks == [1, 1]
+
+
+def test_the_momentum_widget_loads_each_surfaces_defaults(draws, capsys):
+    m = race_ui.momentum_race()
+    assert m.rules.value == ("sgd", "momentum", "nesterov")
+    assert list(m.surface.options) == list(race_ui.MOMENTUM_SURFACES)
+    assert m.lr.value == race.SURFACE_DEFAULTS["local_minima"]["lr"]
+    for name in ["rosenbrock", "ellipse", "bowl", "local_minima"]:
+        draws.clear()
+        m.surface.value = name
+        d = race.SURFACE_DEFAULTS[name]
+        assert draws == [name] and (m.lr.value, m.steps.value) == (d["lr"], d["steps"])
+    # the widget's settings on Rosenbrock: none of the three rules diverges, while the rate
+    # it used to keep from the first surface (0.5) throws them all out at the first step
+    m.surface.value = "rosenbrock"
+    rules = race.race_rules(m.rules.value, m.lr.value, m.adaptive_lr.value, m.beta.value)
+    paths = race.race("rosenbrock", rules, (m.x0.value, m.y0.value), m.steps.value)
+    assert not any(p.diverged for p in paths.values())
+    kept = race.race("rosenbrock", race.race_rules(m.rules.value, 0.5, beta=m.beta.value),
+                     steps=m.steps.value)
+    assert all(p.diverged_at == 1 for p in kept.values())
+
+
+def test_a_change_delivered_on_a_kernel_thread_is_drawn_on_the_widget_thread(monkeypatch,
+                                                                              capsys):
+    """ipykernel 7 runs widget observers on a subshell thread once JupyterLab sends a widget's
+    messages there; two draws of the widget's one figure must still never run at once."""
+    seen = []
+    draw = race_ui.SurfaceRace.draw
+
+    def traced(self):
+        seen.append(threading.current_thread())
+        return draw(self)
+
+    monkeypatch.setattr(race_ui.SurfaceRace, "draw", traced)
+
+    async def cell():  # a notebook cell runs inside the kernel's event loop
+        ui = race_ui.optimizer_race("ellipse", rules=("sgd",)).race
+        await asyncio.to_thread(setattr, ui.beta, "value", 0.5)     # the subshell's message
+        await asyncio.to_thread(setattr, ui.surface, "value", "bowl")
+        for _ in range(400):
+            if len(seen) == 3:
+                break
+            await asyncio.sleep(0.005)
+        return ui
+
+    ui = asyncio.run(cell())
+    assert seen == [threading.current_thread()] * 3
+    assert ui.lr.value == race.SURFACE_DEFAULTS["bowl"]["lr"]
