@@ -232,11 +232,9 @@ def _notebook_controls():
 
 
 NOTEBOOK_CONTROLS = _notebook_controls()
-# 3.7.3's check cell fails when the notebook is re-executed on the current code (its stored
-# outputs predate later changes to the training numerics), so its widget could not be fixed
-# and re-executed with the others.  Strict: this turns into a failure once it is fixed.
-NOT_YET = {("03.07.03-model-compression.ipynb",
-            "ipywidgets.FloatLogSlider(value=0.05, base=10, min=-2.3, max=0, step=0.1)")}
+# (notebook, slider source) of defaults known to snap whose notebook cannot be re-executed
+# yet; none at present.  Strict: an entry turns into a failure once its slider is fixed.
+NOT_YET = set()
 
 
 def test_the_scan_sees_the_notebooks_widgets():
