@@ -347,13 +347,16 @@ class Trials:
 
     Each row holds ``trial`` (0-based), ``method``, every hyperparameter, ``loss``,
     ``resource`` (None unless the searcher varies it), ``stage`` (round or rung) and
-    ``best`` (the best full-resource loss so far).
+    ``best`` (the best full-resource loss so far).  ``surrogate`` is the fitted model of a
+    ``gp_search`` or ``forest_search`` run (None for every other searcher).
     """
 
     def __init__(self, method, names, rows=None):
         self.method = method
         self.names = list(names)
         self.rows = list(rows or [])
+        #: the fitted model of a GP or forest search (a ``Surrogate``), None for the others
+        self.surrogate = None
 
     def add(self, params, loss, resource=None, stage=0, final=True):
         loss = float(loss)

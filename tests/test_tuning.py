@@ -278,6 +278,14 @@ def test_gp_surrogate_interpolates_what_it_saw_and_is_unsure_far_away():
     assert ei.shape == (3,) and np.all(ei >= 0)
 
 
+def test_only_the_gp_and_forest_searches_keep_a_surrogate():
+    assert random_search(bowl, SPACE, 3, seed=0).surrogate is None
+    assert tpe_search(bowl, SPACE, 4, seed=0, n_startup=2).surrogate is None
+    # a search that never left its random start still fits its model to that start
+    t = gp_search(bowl, SPACE, 3, seed=0, n_startup=3)
+    assert isinstance(t.surrogate, tuning.Surrogate) and t.surrogate.predict(t.rows)[0].shape == (3,)
+
+
 def test_forest_surrogate_ranks_the_best_trial_below_the_worst():
     t = forest_search(bowl, SPACE, 20, seed=0, n_startup=8)
     best, worst = t.best, max(t.rows, key=lambda r: r["loss"])
