@@ -14,6 +14,7 @@ from ddlib.layers.batchnorm import BatchNorm
 from ddlib.layers.maxout import Maxout
 from ddlib.losses import MSE, SoftmaxCrossEntropy
 from ddlib.optim.second_order import Curvature, Flattener, fd_hvp, gvp, hvp
+from tests.conftest import SIMULATOR
 
 
 def _grad(model, loss, X, y, fl, w):
@@ -81,6 +82,12 @@ def test_hvp_equals_explicit_hessian(kind, lossname):
 
 @pytest.mark.parametrize("kind", ["tanh", "sigmoid", "relu", "bn"])
 def test_every_backend_matches_the_reference(backend, kind, dtype):
+    if SIMULATOR and backend.name == "cuda" and dtype == np.float32 and kind != "bn":
+        # the bn net runs the R-op kernels of the others (linear, softmax, the tanh branch of
+        # the activation's second derivative) plus batch norm's; sigmoid's branch and relu
+        # run in float64 here, and every case in both dtypes on a GPU
+        pytest.skip("on the CUDA simulator the bn case stands for float32 (it runs the others' "
+                    "kernels); a GPU runs every case")
     X, y = _batch(1)
     ref_net = _net(kind, 5)
     with ddlib.use_backend("numpy"):
