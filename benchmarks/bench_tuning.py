@@ -31,7 +31,7 @@ from ddlib.chapter import search_studies
 SEEDS = 10
 BUDGET = 30
 N_STARTUP = 5
-METHODS = ("random", "grid", "tpe", "gp", "forest")
+METHODS = search_studies.RACE_METHODS
 SPACE = tuning.Space([tuning.Real("lr", 1e-3, 10.0, log=True),
                       tuning.Real("l2", 1e-6, 1.0, log=True)])
 
@@ -61,7 +61,7 @@ def measure(seeds=SEEDS, budget=BUDGET, n_startup=N_STARTUP, methods=METHODS):
         curves.update(search_studies.race(timed, SPACE, budget, range(seeds), methods=(m,),
                                           n_startup=n_startup))
         overhead = time.perf_counter() - t0 - timed.seconds
-        guided = timed.calls - (n_startup * seeds if m in ("tpe", "gp", "forest") else 0)
+        guided = timed.calls - (n_startup * seeds if m in tuning.MODEL_BASED else 0)
         per_suggestion[m] = overhead / max(guided, 1)
     return curves, per_suggestion
 
@@ -78,7 +78,7 @@ def run():
     rows = []
     for m in METHODS:
         frac = float(np.median(needed[m]) / rnd)
-        model_based = m in ("tpe", "gp", "forest")
+        model_based = m in tuning.MODEL_BASED
         final = curves[m][:, -1]
         rows.append({
             "workload": f"search race, digits, {budget} trials x {seeds} seeds",
@@ -93,7 +93,7 @@ def run():
                      f"{final.mean():.4f}, sd {final.std():.4f}"),
         })
     base = per_suggestion["random"]
-    for m in ("tpe", "gp", "forest"):
+    for m in tuning.MODEL_BASED:
         rows.append({
             "workload": "search race, time per suggestion",
             "variant": f"{m}: model fit + acquisition",

@@ -58,6 +58,7 @@ __all__ = [
     "forest_search",
     "Surrogate",
     "SEARCHERS",
+    "MODEL_BASED",
     "search",
 ]
 
@@ -806,6 +807,9 @@ def forest_search(objective, space, budget, seed=None, n_startup=None, n_trees=1
     return _model_search("forest", estimator, "sampling", objective, space, budget, seed,
                          n_startup, xi, n_candidates)
 
+
+#: the searchers that fit a model and start from random search's first points (n_startup)
+MODEL_BASED = ("tpe", "gp", "forest")
 
 SEARCHERS = {
     "grid": grid_search,

@@ -448,3 +448,14 @@ def test_digits_objective_decays_only_the_weights_and_does_not_hide_bad_input():
     with pytest.raises(ValueError):
         f({"lr": 0.1, "hidden": 0})  # a bad architecture is an error, not a score
     assert np.isfinite(f({"lr": 0.1, "hidden": 4}))
+
+
+def test_paired_differences_compare_each_seed_with_the_reference():
+    curves = {"random": np.array([[3.0, 2.0], [3.0, 1.0], [4.0, 3.0]]),
+              "a": np.array([[2.0, 1.0], [2.0, 2.0], [1.0, 1.0]])}
+    got = search_studies.paired_differences(curves, offset=0.5)
+    d = np.array([-1.0, 1.0, -2.0])
+    assert got["random"] == (0.0, 0.0, 0)
+    mean, se, better = got["a"]
+    assert mean == pytest.approx(d.mean()) and better == 2
+    assert se == pytest.approx(d.std(ddof=1) / np.sqrt(3))

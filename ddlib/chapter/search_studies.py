@@ -9,7 +9,7 @@ import numpy as np
 from ..errors import check_int, check_positive
 
 __all__ = ["digits_objective", "branin", "branin_space", "BRANIN_MIN", "RACE_METHODS", "race",
-           "trials_needed"]
+           "trials_needed", "paired_differences"]
 
 
 def digits_objective(hidden=32, epochs=8, batch_size=64, n_train=600, seed=0, cap=5.0):
@@ -105,7 +105,7 @@ def race(objective, space, budget, seeds, methods=RACE_METHODS, n_startup=5):
             c = np.concatenate([c, np.full(budget - len(c), c[-1])])
             curves[m] = np.tile(c, (len(seeds), 1))
             continue
-        opts = {"n_startup": n_startup} if m in ("tpe", "gp", "forest") else {}
+        opts = {"n_startup": n_startup} if m in tuning.MODEL_BASED else {}
         curves[m] = np.array([tuning.search(m, objective, space, budget, seed=s, **opts)
                               .best_so_far() for s in seeds])
     return curves
@@ -122,4 +122,20 @@ def trials_needed(curves, reference="random"):
     for m, c in curves.items():
         hit = c <= target[:, None]
         out[m] = np.where(hit.any(axis=1), hit.argmax(axis=1) + 1, c.shape[1] + 1)
+    return out
+
+
+def paired_differences(curves, reference="random", offset=0.0):
+    """Per method, its final best against the reference's on the same seed.
+
+    Returns ``{method: (mean, se, better)}``: the mean over seeds of (method's final best
+    minus the reference's), its standard error, and the number of seeds on which the method
+    ended strictly lower.  ``offset`` is subtracted from both (a known optimum: regrets).
+    """
+    ref = curves[reference][:, -1] - offset
+    out = {}
+    for m, c in curves.items():
+        d = (c[:, -1] - offset) - ref
+        se = float(d.std(ddof=1) / np.sqrt(len(d))) if m != reference and len(d) > 1 else 0.0
+        out[m] = (float(d.mean()), se, int(np.sum(d < 0)))
     return out

@@ -156,7 +156,34 @@ class CSR:
                 f"{self.nbytes} bytes)")
 
 
-class SparseLinear(Layer):
+class _InferenceLayer(Layer):
+    """What the CSR layers share: host arrays copied to a backend once, on first use there,
+    no parameters to zero, and a backward pass that explains why there is none."""
+
+    _INFERENCE = "is an inference layer and has no backward pass"
+
+    def _host_arrays(self):
+        raise NotImplementedError
+
+    def _arrays(self, be):
+        arrays = self._on.get(be.name)
+        if arrays is None:
+            arrays = tuple(None if a is None else be.asarray(a) for a in self._host_arrays())
+            self._on[be.name] = arrays
+        return arrays
+
+    def backward(self, g, need_dx=True):
+        raise RuntimeError(f"{self.name} {self._INFERENCE}")
+
+    def to(self, backend):
+        self._arrays(get_backend(backend))
+        return self
+
+    def zero_grad(self):
+        pass
+
+
+class SparseLinear(_InferenceLayer):
     """Inference-only fully connected layer, out = x W + b, with W kept as CSR of W^T.
 
     Gives the outputs of the dense layer it was built from (to rounding: the sums run in
@@ -198,14 +225,9 @@ class SparseLinear(Layer):
         """Bytes of the stored weights (CSR arrays) and bias."""
         return self.csr.nbytes + (0 if self.b is None else self.b.nbytes)
 
-    def _arrays(self, be):
-        arrays = self._on.get(be.name)
-        if arrays is None:
-            c = self.csr
-            arrays = tuple(None if a is None else be.asarray(a)
-                           for a in (c.indptr, c.indices, c.data, self.b))
-            self._on[be.name] = arrays
-        return arrays
+    def _host_arrays(self):
+        c = self.csr
+        return c.indptr, c.indices, c.data, self.b
 
     def forward(self, x, train=True):
         check_input(self, x, self.d_in)
@@ -216,16 +238,6 @@ class SparseLinear(Layer):
         be = get_backend()
         indptr, indices, data, b = self._arrays(be)
         return be.csr_matmul(indptr, indices, data, x, b)
-
-    def backward(self, g, need_dx=True):
-        raise RuntimeError(f"{self.name} {self._INFERENCE}")
-
-    def to(self, backend):
-        self._arrays(get_backend(backend))
-        return self
-
-    def zero_grad(self):
-        pass
 
     def __repr__(self):
         return f"{self.name}({self.d_in} -> {self.d_out}, nnz={self.csr.nnz})"
@@ -240,7 +252,7 @@ def _flat_layers(layer):
         yield layer
 
 
-class SparseChain(Layer):
+class SparseChain(_InferenceLayer):
     """Inference-only: a whole pruned MLP as one ``csr_chain`` call.
 
     Holds, per linear layer, its CSR matrix (W^T, rows = output units), its bias and the
@@ -325,12 +337,11 @@ class SparseChain(Layer):
         """Bytes of the stored weights (CSR arrays) and biases, as the layers hold them."""
         return sum(c.nbytes for c in self.layers_sparse)
 
-    def _arrays(self, be):
-        arrays = self._on.get(be.name)
-        if arrays is None:
-            arrays = tuple(be.asarray(a) for a in self.packed[:4])
-            self._on[be.name] = arrays
-        return arrays
+    _INFERENCE = ("is an inference layer (CSR copies of a pruned net) and has no backward "
+                  "pass; retrain the masked dense model, then build the chain again")
+
+    def _host_arrays(self):
+        return self.packed[:4]
 
     def forward(self, x, train=True):
         xs = getattr(x, "shape", None)
@@ -342,18 +353,6 @@ class SparseChain(Layer):
         # cpu backend while copying it in, which at batch 1 saves a third of the call)
         be = get_backend()
         return be.csr_chain(*self._arrays(be), self.packed[4], x)
-
-    def backward(self, g, need_dx=True):
-        raise RuntimeError(f"{self.name} is an inference layer (CSR copies of a pruned net) "
-                           "and has no backward pass; retrain the masked dense model, then "
-                           "build the chain again")
-
-    def to(self, backend):
-        self._arrays(get_backend(backend))
-        return self
-
-    def zero_grad(self):
-        pass
 
     def __repr__(self):
         parts = [str(self.d_in)]

@@ -12,6 +12,7 @@ import ipywidgets as w
 import pytest
 
 from ddlib.notebook.controls import Redraw, browser_value, ladder, ladder_slider
+from tests.notebook.helpers import value_controls
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -157,18 +158,6 @@ def test_without_an_event_loop_draws_from_two_threads_never_overlap():
 
 
 # ---------------------------------------------------------------- every widget's defaults
-def _sliders(widget):
-    """Every value control inside ``widget`` (sliders, selections, dropdowns)."""
-    out, todo = [], [widget]
-    while todo:
-        x = todo.pop()
-        if isinstance(x, w.Box):
-            todo.extend(x.children)
-        elif hasattr(x, "value") and not isinstance(x, (w.Output, w.HTML, w.Button)):
-            out.append(x)
-    return out
-
-
 def _assert_representable(control, where):
     got, want = browser_value(control), control.value
     if isinstance(want, float):
@@ -188,11 +177,11 @@ def test_every_default_of_every_surface_is_shown_exactly_by_the_race(capsys):
         ui.race.surface.value = name
         s = surfaces.get(name)
         assert (ui.race.x0.value, ui.race.y0.value) == tuple(s.start)
-        for c in _sliders(ui):
+        for c in value_controls(ui):
             _assert_representable(c, name)
     for name in race_ui.MOMENTUM_SURFACES:
         m = race_ui.momentum_race(name)
-        for c in _sliders(m):
+        for c in value_controls(m):
             _assert_representable(c, f"momentum/{name}")
 
 
@@ -200,7 +189,7 @@ def test_every_slider_of_the_redrawn_widgets_reports_only_where_a_drag_ends(caps
     from ddlib.notebook import race as race_ui
 
     for ui in (race_ui.optimizer_race().race, race_ui.momentum_race()):
-        for c in _sliders(ui):
+        for c in value_controls(ui):
             if hasattr(c, "continuous_update"):
                 assert c.continuous_update is False, c.description
 

@@ -8,7 +8,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import ipywidgets as w  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -17,6 +16,7 @@ from ddlib import optim
 from ddlib.chapter import race, surfaces
 from ddlib.notebook import race as race_ui  # noqa: E402
 from ddlib.notebook.controls import browser_value  # noqa: E402
+from tests.notebook.helpers import value_controls  # noqa: E402
 
 # what each race name must be, given lr=0.03, adaptive_lr=0.02, beta=0.5, rho=0.8
 EXPECTED = {
@@ -181,21 +181,10 @@ def draws(monkeypatch):
     return calls
 
 
-def _value_controls(widget):
-    out, todo = [], [widget]
-    while todo:
-        x = todo.pop()
-        if isinstance(x, w.Box):
-            todo.extend(x.children)
-        elif hasattr(x, "value") and not isinstance(x, (w.Output, w.HTML, w.Button)):
-            out.append(x)
-    return out
-
-
 def _browser_echo(widget):
     """What a browser sends back when the widget first appears: a slider whose position is
     reported while it updates (continuous_update) reports where its value was snapped to."""
-    for c in _value_controls(widget):
+    for c in value_controls(widget):
         if getattr(c, "continuous_update", False):
             c.value = browser_value(c)
 

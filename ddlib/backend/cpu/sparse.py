@@ -37,9 +37,10 @@ import numpy as np
 
 from .. import checks as ck
 from ..numpy_ref.sparse import (
-    chain_layers,
+    chain_by_layers,
     check_buckets,
     check_chain,
+    check_chain_input,
     check_csr,
     check_expand_args,
     check_reduce_args,
@@ -270,12 +271,8 @@ def csr_chain(indptr, indices, data, bias, layout, x):
     who = "csr_chain"
     n = check_chain(who, indptr, indices, data, bias, layout, x)
     if n >= CSR_BATCH_MIN:
-        if not np.isfinite(x).all():
-            raise ValueError(f"{who}: x contains {int(np.size(x) - np.isfinite(x).sum())} "
-                             "NaN or inf value(s)")
-        for (ip, ix, dt, b), kind, alpha in chain_layers(indptr, indices, data, bias, layout):
-            x = act_forward(kind, csr_matmul(ip, ix, dt, x, b), alpha)
-        return x
+        check_chain_input(who, x)
+        return chain_by_layers(csr_matmul, act_forward, indptr, indices, data, bias, layout, x)
     width = layout.max_width * max(n, 1)
     bad, res = _chain_dots(indptr, indices, data, bias, layout.dims, layout.nnz, layout.codes,
                            layout.alphas_as(x.dtype), _c(x), np.empty(width, x.dtype),

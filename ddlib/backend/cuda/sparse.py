@@ -26,7 +26,7 @@ from numba import cuda
 
 from .. import checks as ck
 from ..numpy_ref.sparse import (
-    chain_layers,
+    chain_by_layers,
     check_chain,
     check_csr,
     check_expand_args,
@@ -93,9 +93,7 @@ def csr_chain(indptr, indices, data, bias, layout, x):
     who = "csr_chain"
     _need_device(who, indptr=indptr, indices=indices, data=data, bias=bias, x=x)
     check_chain(who, indptr, indices, data, bias, layout, x)
-    for (ip, ix, dt, b), kind, alpha in chain_layers(indptr, indices, data, bias, layout):
-        x = act_forward(kind, csr_matmul(ip, ix, dt, x, b), alpha)
-    return x
+    return chain_by_layers(csr_matmul, act_forward, indptr, indices, data, bias, layout, x)
 
 
 @cuda.jit

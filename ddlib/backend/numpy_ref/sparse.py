@@ -352,6 +352,21 @@ def chain_layers(indptr, indices, data, bias, layout):
         p, z, c = p + m + 1, z + k, c + m
 
 
+def check_chain_input(who, x):
+    """A host batch holding NaN or inf is a ValueError naming how many."""
+    if not np.isfinite(x).all():
+        raise ValueError(f"{who}: x contains {int(np.size(x) - np.isfinite(x).sum())} "
+                         "NaN or inf value(s)")
+
+
+def chain_by_layers(csr_matmul, act_forward, indptr, indices, data, bias, layout, x):
+    """A packed chain run as a backend's ``csr_matmul`` then ``act_forward``, layer by
+    layer (the reference's definition, the cpu backend's batch path, the cuda backend)."""
+    for (ip, ix, dt, b), kind, alpha in chain_layers(indptr, indices, data, bias, layout):
+        x = act_forward(kind, csr_matmul(ip, ix, dt, x, b), alpha)
+    return x
+
+
 def csr_chain(indptr, indices, data, bias, layout, x):
     """A pruned net's inference in one call: for each layer l, x <- f_l(x A_l^T + b_l).
 
@@ -371,9 +386,5 @@ def csr_chain(indptr, indices, data, bias, layout, x):
     from .core import act_forward
 
     check_chain("csr_chain", indptr, indices, data, bias, layout, x)
-    if not np.isfinite(x).all():
-        raise ValueError(f"csr_chain: x contains {int(np.size(x) - np.isfinite(x).sum())} "
-                         "NaN or inf value(s)")
-    for (ip, ix, dt, b), kind, alpha in chain_layers(indptr, indices, data, bias, layout):
-        x = act_forward(kind, csr_matmul(ip, ix, dt, x, b), alpha)
-    return x
+    check_chain_input("csr_chain", x)
+    return chain_by_layers(csr_matmul, act_forward, indptr, indices, data, bias, layout, x)
